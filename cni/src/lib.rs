@@ -1,0 +1,1 @@
+//! CNI plugin invocation and pod network namespaces (see issue 5).

@@ -1,0 +1,17 @@
+//! Compiles proto/api.proto with protox (no system protoc) and tonic-prost-build.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/api.proto");
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).open_file("api.proto")?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Encoded by protox itself so field options such as debug_redact survive.
+    std::fs::write(out.join("cri_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    tonic_prost_build::configure()
+        // AuthConfig carries registry secrets: its Debug is written by hand.
+        .skip_debug(["runtime.v1.AuthConfig"])
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system package Berth and its tests need (Debian 12), idempotently.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config ca-certificates curl git
+  busybox-static            # test images are built from /bin/busybox
+  docker-registry           # the tests' local OCI registry
+  runc crun                 # OCI runtime handlers
+  containernetworking-plugins iproute2 iptables
+  util-linux procps kmod
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian docker-registry service is not wanted: tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+if ! command -v cargo >/dev/null; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+echo "setup: all packages present"

@@ -1,0 +1,3 @@
+//! `berth`: a Kubernetes node agent, CRI server and container runtime.
+
+fn main() {}

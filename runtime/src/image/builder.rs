@@ -1,0 +1,1 @@
+//! Builds OCI images from files (test images, import fixtures).

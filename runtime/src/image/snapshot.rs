@@ -1,0 +1,1 @@
+//! Layer snapshots keyed by chain ID.

@@ -1,0 +1,1 @@
+//! Applies layer tars to snapshot directories.

@@ -1,0 +1,8 @@
+//! Berth's container runtime: images, OCI specs, executors, shims, pod
+//! sandboxes and the CRI server.
+
+pub mod config;
+pub mod digest;
+pub mod image;
+
+pub use config::Config;
