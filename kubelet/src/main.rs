@@ -1,3 +1,7 @@
 //! `berth`: a Kubernetes node agent, CRI server and container runtime.
 
-fn main() {}
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,71 @@
+//! The `berth` command line.
+
+mod images;
+
+use berth_runtime::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Run Kubernetes pods: standalone, as a CRI server, or as a node agent")]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "BERTH_CONFIG", default_value = "/etc/berth/config.toml")]
+    config: PathBuf,
+    /// State root (overrides the config file).
+    #[arg(long, global = true, env = "BERTH_ROOT")]
+    root: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage images: pull, list, remove, import, inspect.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+}
+
+impl Cli {
+    fn load_config(&self) -> anyhow::Result<Config> {
+        let mut cfg = if self.config.exists() {
+            Config::load(&self.config)?
+        } else if self.config.as_os_str() != "/etc/berth/config.toml" {
+            anyhow::bail!("config file {} does not exist", self.config.display());
+        } else {
+            Config::default()
+        };
+        if let Some(root) = &self.root {
+            cfg.root = root.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level);
+    let res = (|| -> anyhow::Result<ExitCode> {
+        let cfg = cli.load_config()?;
+        let rt = tokio::runtime::Runtime::new()?;
+        match cli.command {
+            Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
+        }
+    })();
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
