@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job: build berth, start a local registry, push a busybox image
+# built from /bin/busybox, then pull and list it with berth.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/berth/target}"
+cargo build -q --bins
+bin="$CARGO_TARGET_DIR/debug"
+
+work=$(mktemp -d /tmp/berth-demo.XXXXXX)
+reg_pid=
+cleanup() {
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+log:
+  level: error
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+"$bin/berth-testimage" busybox --push "127.0.0.1:$port/demo/busybox:latest"
+berth() { "$bin/berth" --root "$work/state" "$@"; }
+berth images pull "127.0.0.1:$port/demo/busybox:latest"
+berth images ls
