@@ -5,5 +5,6 @@ pub mod config;
 pub mod digest;
 pub mod image;
 pub mod logs;
+pub mod shim;
 
 pub use config::Config;

@@ -1,0 +1,268 @@
+//! The per-container shim: a small monitor process (the berth binary
+//! re-executed) that outlives the daemon. It holds the container's stdio,
+//! writes its logs in the CRI format, reaps it as a child subreaper, and
+//! records how it ended in `exit.json` (atomically) for the daemon to find,
+//! even after a daemon restart.
+//!
+//! Signals to the shim: SIGUSR1 reopens the log file (rotation).
+
+use crate::logs::{LogWriter, Stream, DEFAULT_MAX_LINE};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Everything a shim needs, written by the daemon as `shim.json` in the
+/// container's state dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// Where `exit.json` and `shim.pid` go.
+    pub state_dir: PathBuf,
+    pub log_path: Option<PathBuf>,
+    /// Memory cgroup directories of the container, to tell an OOM kill.
+    #[serde(default)]
+    pub memory_cgroups: Vec<PathBuf>,
+    /// The executor handler name (`builtin`, `runc`, `crun`).
+    pub handler: String,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// RFC 3339, nanoseconds.
+    pub finished_at: String,
+}
+
+pub const EXIT_FILE: &str = "exit.json";
+pub const PID_FILE: &str = "shim.pid";
+
+pub fn read_exit(state_dir: &Path) -> Option<ExitRecord> {
+    serde_json::from_slice(&fs::read(state_dir.join(EXIT_FILE)).ok()?).ok()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// The pipes a container's stdio is attached to: the container's ends.
+pub struct ContainerStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Counts OOM kills recorded by the kernel for a memory cgroup (v1
+/// `memory.oom_control`, v2 `memory.events`).
+pub fn oom_kills(dir: &Path) -> u64 {
+    ["memory.events", "memory.oom_control"]
+        .iter()
+        .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Exit code as a shell reports it: 128+N for a signal.
+pub fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
+    match status {
+        WaitStatus::Exited(_, c) => Some((c, None)),
+        WaitStatus::Signaled(_, s, _) => Some((128 + s as i32, Some(s as i32))),
+        _ => None,
+    }
+}
+
+/// Runs the shim's monitor loop once the container exists: `create` is
+/// given the container's stdio and returns the container's init pid (the
+/// shim is a child subreaper, so that pid becomes its child).
+/// `ready` gets `ok <pid>\n` or `err <message>\n` for the daemon.
+pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerStdio) -> Result<i32, String>) -> io::Result<ExitRecord> {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGUSR1);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGHUP);
+    mask.add(Signal::SIGPIPE);
+    mask.thread_block()?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut ready = ready;
+    let pid = match create(ContainerStdio { stdin: None, stdout: out_w, stderr: err_w }) {
+        Ok(pid) => pid,
+        Err(msg) => {
+            let _ = writeln!(ready, "err {}", msg.replace('\n', " "));
+            return Err(io::Error::other(msg));
+        }
+    };
+    let _ = writeln!(ready, "ok {pid}");
+    drop(ready);
+
+    let mut log = match &cfg.log_path {
+        Some(p) => Some(LogWriter::open(p, DEFAULT_MAX_LINE)?),
+        None => None,
+    };
+    let mut open = [Some(out_r), Some(err_r)];
+    let mut status: Option<(i32, Option<i32>)> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        if status.is_some() && open.iter().all(Option::is_none) {
+            break;
+        }
+        let timeout = match drain_deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let slots: Vec<usize> = (0..2).filter(|i| open[*i].is_some()).collect();
+        for i in &slots {
+            fds.push(PollFd::new(open[*i].as_ref().unwrap().as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let ready_fds: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        if ready_fds[0] {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                if si.ssi_signo == Signal::SIGUSR1 as u32 {
+                    if let Some(l) = log.as_mut() {
+                        let _ = l.reopen();
+                    }
+                }
+            }
+            loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(ws) => {
+                        if ws.pid() == Some(Pid::from_raw(pid)) {
+                            status = exit_code(ws);
+                            drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+                        }
+                    }
+                }
+            }
+        }
+        for (k, i) in slots.iter().enumerate() {
+            if !ready_fds[k + 1] {
+                continue;
+            }
+            let stream = if *i == 0 { Stream::Stdout } else { Stream::Stderr };
+            let fd = open[*i].as_ref().unwrap();
+            // SAFETY: borrowed fd stays open for the duration of this read.
+            let mut f = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(fd.as_raw_fd()) });
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if let Some(l) = log.as_mut() {
+                        let _ = l.close_stream(stream);
+                    }
+                    open[*i] = None;
+                }
+                Ok(n) => {
+                    if let Some(l) = log.as_mut() {
+                        let _ = l.write(stream, &buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(l) = log.as_mut() {
+        let _ = l.close_stream(Stream::Stdout);
+        let _ = l.close_stream(Stream::Stderr);
+    }
+    let (exit_code, signal) = status.unwrap_or((255, None));
+    let oom_killed = cfg.memory_cgroups.iter().any(|d| oom_kills(d) > 0);
+    let rec = ExitRecord {
+        exit_code,
+        signal,
+        oom_killed,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    write_atomic(&cfg.state_dir.join(EXIT_FILE), &serde_json::to_vec(&rec).expect("exit record serializes"))?;
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counters() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(oom_kills(d.path()), 0);
+        fs::write(d.path().join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert_eq!(oom_kills(d.path()), 2);
+        let v2 = tempfile::tempdir().unwrap();
+        fs::write(v2.path().join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert_eq!(oom_kills(v2.path()), 1);
+    }
+
+    #[test]
+    fn monitors_a_child() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ShimConfig {
+            id: "t".into(),
+            bundle: d.path().into(),
+            state_dir: d.path().into(),
+            log_path: Some(d.path().join("c.log")),
+            memory_cgroups: vec![],
+            handler: "test".into(),
+        };
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // The monitor blocks signals on its thread: run it on its own thread.
+        let cfg2 = cfg.clone();
+        let h = std::thread::spawn(move || {
+            monitor(&cfg2, fs::File::from(w), |stdio| {
+                let child = std::process::Command::new("/bin/sh")
+                    .args(["-c", "echo out; echo err >&2; exit 7"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::from(stdio.stdout))
+                    .stderr(std::process::Stdio::from(stdio.stderr))
+                    .spawn()
+                    .map_err(|e| e.to_string())?;
+                Ok(child.id() as i32)
+            })
+        });
+        let rec = h.join().unwrap().unwrap();
+        let mut msg = String::new();
+        fs::File::from(r).read_to_string(&mut msg).unwrap();
+        assert!(msg.starts_with("ok "), "{msg}");
+        assert_eq!(rec.exit_code, 7);
+        assert_eq!(read_exit(d.path()).unwrap(), rec);
+        let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
+        assert!(lines.contains(&(Stream::Stdout, b"out".to_vec())), "{lines:?}");
+        assert!(lines.contains(&(Stream::Stderr, b"err".to_vec())), "{lines:?}");
+    }
+}
