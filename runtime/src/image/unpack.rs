@@ -440,3 +440,365 @@ fn check_link_target(dest: &Path, target_rel: &Path, shown: &str) -> Result<(), 
         Err(_) => Err(UnpackError::Unsafe { path: shown.to_string(), reason: "hard link target is not in this layer" }),
     }
 }
+
+/// In-memory layer tars for tests, with raw (unchecked) names.
+#[cfg(test)]
+pub(crate) mod test_tar {
+    use tar::{EntryType, Header};
+
+    pub const MTIME: u64 = 1_000_000_000;
+
+    /// Fails the test loudly unless running as root.
+    pub fn require_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "image tests must run as root (they chown, mknod, set trusted xattrs and mount)"
+        );
+    }
+
+    pub struct Layer(tar::Builder<Vec<u8>>);
+
+    impl Default for Layer {
+        fn default() -> Self {
+            Self(tar::Builder::new(Vec::new()))
+        }
+    }
+
+    impl Layer {
+        /// A ustar header with `path` copied in verbatim (no `..`/absolute checks).
+        pub fn header(path: &str, kind: EntryType, mode: u32) -> Header {
+            let mut h = Header::new_ustar();
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(MTIME);
+            h.set_size(0);
+            h
+        }
+        pub fn add(&mut self, mut h: Header, data: &[u8]) -> &mut Self {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            self.0.append(&h, data).unwrap();
+            self
+        }
+        pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+            self.add(Self::header(path, EntryType::Directory, mode), b"")
+        }
+        pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> &mut Self {
+            self.add(Self::header(path, EntryType::Regular, mode), data)
+        }
+        pub fn link(&mut self, kind: EntryType, path: &str, target: &str) -> &mut Self {
+            let mut h = Self::header(path, kind, 0o777);
+            h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+            self.add(h, b"")
+        }
+        pub fn device(&mut self, kind: EntryType, path: &str, major: u32, minor: u32) -> &mut Self {
+            let mut h = Self::header(path, kind, 0o666);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            self.add(h, b"")
+        }
+        /// A PAX extended header applying to the next entry.
+        pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+            let mut data = Vec::new();
+            for (k, v) in records {
+                let body = [format!(" {k}=").as_bytes(), v, b"\n"].concat();
+                // The length prefix counts itself.
+                let mut len = body.len() + 1;
+                while format!("{len}").len() + body.len() != len {
+                    len += 1;
+                }
+                data.extend_from_slice(format!("{len}").as_bytes());
+                data.extend_from_slice(&body);
+            }
+            self.add(Self::header("PaxHeader", EntryType::XHeader, 0o644), &data)
+        }
+        pub fn finish(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_tar::{require_root, Layer, MTIME};
+    use super::*;
+    use crate::digest::of_bytes;
+    use std::os::unix::fs::MetadataExt;
+
+    fn apply(tar: &[u8], dest: &Path) -> Result<String, UnpackError> {
+        apply_tar(tar, dest)
+    }
+
+    fn meta(p: &Path) -> fs::Metadata {
+        fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn files_dirs_modes_owners_mtimes_xattrs() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layer::default();
+        let mut etc = Layer::header("etc/", EntryType::Directory, 0o750);
+        etc.set_mtime(1_500_000_000);
+        l.add(etc, b"");
+        let mut conf = Layer::header("./etc/app.conf", EntryType::Regular, 0o640);
+        conf.set_uid(1000);
+        conf.set_gid(1001);
+        conf.set_mtime(1_600_000_000);
+        l.add(conf, b"old");
+        // Replaced by a later entry in the same layer.
+        l.add(
+            {
+                let mut h = Layer::header("etc/app.conf", EntryType::Regular, 0o640);
+                h.set_uid(1000);
+                h.set_gid(1001);
+                h.set_mtime(1_600_000_000);
+                h
+            },
+            b"hello",
+        );
+        let mut suid = Layer::header("usr/bin/tool", EntryType::Regular, 0o4755);
+        suid.set_uid(1000);
+        l.add(suid, b"#!/bin/true\n");
+        l.dir("tmp/", 0o1777);
+        l.pax(&[
+            ("SCHILY.xattr.user.berth", b"yes"),
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ("mtime", b"1234567890.5"),
+        ]);
+        l.file("data", 0o2755, b"x");
+        // Second entry for an existing dir updates its metadata.
+        l.dir("tmp", 0o755);
+        let tar = l.finish();
+        let dest = tmp.path();
+        let diff = apply(&tar, dest).unwrap();
+        assert_eq!(diff, of_bytes(&tar));
+
+        let m = meta(&dest.join("etc/app.conf"));
+        assert_eq!(fs::read(dest.join("etc/app.conf")).unwrap(), b"hello");
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()), (0o640, 1000, 1001, 1_600_000_000));
+        let m = meta(&dest.join("etc"));
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o750, 1_500_000_000), "dir mtime set after children");
+        let m = meta(&dest.join("usr/bin/tool"));
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o4755, 1000), "setuid survives chown");
+        assert_eq!(meta(&dest.join("usr")).mode() & 0o7777, 0o755, "implicit parent");
+        assert_eq!(meta(&dest.join("tmp")).mode() & 0o7777, 0o755);
+        let m = meta(&dest.join("data"));
+        assert_eq!((m.mode() & 0o7777, m.mtime(), m.mtime_nsec()), (0o2755, 1_234_567_890, 500_000_000));
+        assert_eq!(xattr::get(dest.join("data"), "user.berth").unwrap().as_deref(), Some(&b"yes"[..]));
+        assert_eq!(xattr::get(dest.join("data"), "trusted.overlay.redirect").unwrap(), None);
+    }
+
+    #[test]
+    fn symlinks_hardlinks_devices() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layer::default();
+        l.file("bin/busybox", 0o755, b"elf");
+        l.link(EntryType::Symlink, "bin/sh", "/bin/busybox");
+        l.link(EntryType::Link, "bin/ls", "./bin/busybox");
+        l.device(EntryType::Char, "dev/null", 1, 3);
+        l.device(EntryType::Block, "dev/loop0", 7, 0);
+        l.add(Layer::header("run/fifo", EntryType::Fifo, 0o600), b"");
+        let dest = tmp.path();
+        apply(&l.finish(), dest).unwrap();
+
+        let sh = meta(&dest.join("bin/sh"));
+        assert!(sh.file_type().is_symlink());
+        assert_eq!(sh.mtime(), MTIME as i64, "symlink mtime via lutimes");
+        assert_eq!(fs::read_link(dest.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(meta(&dest.join("bin/ls")).ino(), meta(&dest.join("bin/busybox")).ino());
+        let null = meta(&dest.join("dev/null"));
+        assert!(null.file_type().is_char_device());
+        assert_eq!((null.rdev(), null.mode() & 0o7777), (makedev(1, 3), 0o666));
+        let lp = meta(&dest.join("dev/loop0"));
+        assert!(lp.file_type().is_block_device());
+        assert_eq!(lp.rdev(), makedev(7, 0));
+        assert!(meta(&dest.join("run/fifo")).file_type().is_fifo());
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layer::default();
+        l.file("etc/.wh.gone", 0o644, b"");
+        l.file("var/keep", 0o644, b"k");
+        l.file("var/.wh..wh..opq", 0o644, b"");
+        l.file("new/.wh..wh..opq", 0o644, b"");
+        l.file(".wh..wh.plnk", 0o644, b""); // AUFS bookkeeping: ignored
+        let dest = tmp.path();
+        apply(&l.finish(), dest).unwrap();
+
+        let w = meta(&dest.join("etc/gone"));
+        assert!(w.file_type().is_char_device());
+        assert_eq!(w.rdev(), 0);
+        assert!(fs::symlink_metadata(dest.join("etc/.wh.gone")).is_err());
+        for d in ["var", "new"] {
+            assert_eq!(xattr::get(dest.join(d), OPAQUE_XATTR).unwrap().as_deref(), Some(&b"y"[..]), "{d}");
+            assert!(fs::symlink_metadata(dest.join(d).join(OPAQUE_MARKER)).is_err());
+        }
+        assert_eq!(fs::read(dest.join("var/keep")).unwrap(), b"k");
+        assert!(fs::symlink_metadata(dest.join(".wh..wh.plnk")).is_err());
+    }
+
+    /// Applies `layer` into `<outer>/dest` and checks it is refused with
+    /// nothing created outside `dest`.
+    fn assert_refused(outer: &Path, layer: Layer) {
+        let dest = outer.join("dest");
+        fs::create_dir(&dest).unwrap();
+        let before: Vec<_> = walk(outer).into_iter().filter(|p| !p.starts_with(&dest)).collect();
+        let err = apply(&layer.finish(), &dest).expect_err("layer must be refused");
+        assert!(matches!(err, UnpackError::Unsafe { .. }), "{err}");
+        let after: Vec<_> = walk(outer).into_iter().filter(|p| !p.starts_with(&dest)).collect();
+        assert_eq!(before, after, "nothing written outside dest ({err})");
+        fs::remove_dir_all(&dest).unwrap();
+    }
+
+    fn walk(p: &Path) -> Vec<PathBuf> {
+        let mut out = vec![p.to_path_buf()];
+        if meta(p).is_dir() {
+            let mut ents: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+            ents.sort();
+            for e in ents {
+                out.extend(walk(&e));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tar_slip_is_refused() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let outer = tmp.path();
+        let target = outer.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(outer.join("secret"), b"s").unwrap();
+        let abs = format!("{}/abs", outer.display());
+        let target_s = target.display().to_string();
+
+        let mut l = Layer::default();
+        l.file("../escaped", 0o644, b"x");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.file("a/../../escaped", 0o644, b"x");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.file(&abs, 0o644, b"x");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "evil", &target_s).file("evil/passwd", 0o644, b"x");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "rel", "..").file("rel/escaped", 0o644, b"x");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "evil", &target_s).dir("evil/sub", 0o755);
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "evil", &target_s).file("evil/.wh.x", 0o644, b"");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Link, "h", "../secret");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "up", "..").link(EntryType::Link, "h", "up/secret");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.link(EntryType::Link, "h", "missing");
+        assert_refused(outer, l);
+        let mut l = Layer::default();
+        l.file(".wh.", 0o644, b"");
+        assert_refused(outer, l);
+    }
+
+    #[test]
+    fn replacing_symlink_does_not_follow_it() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let mut l = Layer::default();
+        l.link(EntryType::Symlink, "f", &outside.display().to_string()).file("f", 0o644, b"new");
+        apply(&l.finish(), &dest).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert!(meta(&dest.join("f")).is_file());
+    }
+
+    #[test]
+    fn diff_id_covers_trailing_padding() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layer::default();
+        l.file("a", 0o644, b"a");
+        let mut tar = l.finish();
+        tar.extend_from_slice(&[0u8; 10240]);
+        assert_eq!(apply(&tar, tmp.path()).unwrap(), of_bytes(&tar));
+    }
+
+    #[test]
+    fn compressed_streams_give_the_same_diff_id() {
+        require_root();
+        let mut l = Layer::default();
+        l.file("etc/hostname", 0o644, b"berth\n");
+        let tar = l.finish();
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            io::Write::write_all(&mut e, &tar).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        let cases: [(&str, &[u8]); 5] = [
+            ("application/vnd.oci.image.layer.v1.tar", &tar),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", &gz),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", &gz),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", &zst),
+            ("application/vnd.oci.image.layer.v1.tar", &zst), // sniffed
+        ];
+        for (mt, blob) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let r = open_layer(mt, blob).unwrap();
+            assert_eq!(apply_tar(r, tmp.path()).unwrap(), of_bytes(&tar), "{mt}");
+            assert_eq!(fs::read(tmp.path().join("etc/hostname")).unwrap(), b"berth\n");
+        }
+    }
+
+    #[test]
+    fn media_types() {
+        use Compression::*;
+        for (mt, c) in [
+            ("application/vnd.oci.image.layer.v1.tar", None),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", Gzip),
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", Zstd),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", Gzip),
+            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Gzip),
+            ("", None),
+        ] {
+            assert_eq!(compression_for_media_type(mt).unwrap(), c, "{mt}");
+        }
+        for mt in ["application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+lz4"] {
+            assert!(matches!(compression_for_media_type(mt), Err(UnpackError::UnsupportedMediaType(_))), "{mt}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let junk = vec![0x5au8; 2000];
+        assert!(matches!(apply(&junk, tmp.path()), Err(UnpackError::Stream(_))));
+        let mut l = Layer::default();
+        l.file("big", 0o644, &[1u8; 4096]);
+        let tar = l.finish();
+        assert!(apply(&tar[..1500], tmp.path()).is_err(), "truncated tar");
+        let gz_junk = [0x1f, 0x8b, 0, 1, 2, 3];
+        let r = open_layer("application/vnd.oci.image.layer.v1.tar+gzip", &gz_junk[..]).unwrap();
+        assert!(apply_tar(r, tmp.path()).is_err());
+    }
+}
