@@ -109,7 +109,10 @@ impl Snapshotter {
         let mut cur = top.to_string();
         while let Some(p) = self.parent(&cur)? {
             if out.contains(&p) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("snapshot chain of {top} loops at {p}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot chain of {top} loops at {p}"),
+                ));
             }
             out.push(p.clone());
             cur = p;
@@ -357,4 +360,238 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper_work: Option<(&Path, &Path)>, 
 /// Unmounts `target` (lazily, so a busy mount is detached rather than kept).
 pub fn unmount(target: &Path) -> io::Result<()> {
     umount2(target, MntFlags::MNT_DETACH).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::of_bytes;
+    use crate::image::unpack::test_tar::{require_root, Layer};
+    use std::os::unix::fs::FileTypeExt;
+
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    /// Writes a layer blob into `dir` and returns its path and diff ID.
+    fn blob(dir: &Path, name: &str, layer: Layer) -> (PathBuf, String) {
+        let tar = layer.finish();
+        let p = dir.join(name);
+        fs::write(&p, &tar).unwrap();
+        (p, of_bytes(&tar))
+    }
+
+    /// Entries of the snapshot root other than complete snapshots.
+    fn leftovers(s: &Snapshotter) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(s.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !s.exists(&format!("sha256:{n}")))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Unmounts on drop, so a failing test leaves no mount behind.
+    struct MountGuard(PathBuf);
+    impl Drop for MountGuard {
+        fn drop(&mut self) {
+            if let Err(e) = unmount(&self.0) {
+                eprintln!("unmounting {}: {e}", self.0.display());
+            }
+        }
+    }
+
+    #[test]
+    fn chain_id_formula() {
+        let a = of_bytes(b"layer a");
+        let b = of_bytes(b"layer b");
+        assert_eq!(Snapshotter::chain_id(None, &a), a);
+        assert_eq!(Snapshotter::chain_id(Some(&a), &b), of_bytes(format!("{a} {b}").as_bytes()));
+        assert_eq!(
+            Snapshotter::chain_id(Some("a"), "b"),
+            "sha256:c8687a08aa5d6ed2044328fa6a697ab8e96dc34291e8c2034ae8c38e6fcc6d65"
+        );
+    }
+
+    #[test]
+    fn shared_base_is_stored_once() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+        let mut base = Layer::default();
+        base.file("etc/os-release", 0o644, b"berth");
+        let (base_blob, base_diff) = blob(tmp.path(), "base", base);
+        let mut a = Layer::default();
+        a.file("app/a", 0o644, b"a");
+        let (a_blob, a_diff) = blob(tmp.path(), "a", a);
+        let mut b = Layer::default();
+        b.file("app/b", 0o644, b"b");
+        let (b_blob, b_diff) = blob(tmp.path(), "b", b);
+
+        // Image A: base + a.
+        let (base_id, d) = s.apply_layer(None, &base_blob, TAR, Some(&base_diff)).unwrap();
+        assert_eq!((base_id.as_str(), d.as_str()), (base_diff.as_str(), base_diff.as_str()));
+        let (a_id, _) = s.apply_layer(Some(&base_id), &a_blob, TAR, None).unwrap();
+        // Image B: base again (found, not re-read: the path doesn't exist) + b.
+        let (base_again, _) = s.apply_layer(None, Path::new("/nonexistent"), TAR, Some(&base_diff)).unwrap();
+        assert_eq!(base_again, base_id);
+        // Without an expected diff ID it is unpacked and discarded as a duplicate.
+        assert_eq!(s.apply_layer(None, &base_blob, TAR, None).unwrap(), (base_id.clone(), base_diff.clone()));
+        let (b_id, _) = s.apply_layer(Some(&base_id), &b_blob, TAR, Some(&b_diff)).unwrap();
+
+        assert_eq!(a_id, Snapshotter::chain_id(Some(&base_id), &a_diff));
+        let mut want = vec![base_id.clone(), a_id.clone(), b_id.clone()];
+        want.sort();
+        assert_eq!(s.list().unwrap(), want);
+        assert!(leftovers(&s).is_empty(), "{:?}", leftovers(&s));
+        assert_eq!(s.chain(&a_id).unwrap(), vec![a_id.clone(), base_id.clone()]);
+        assert_eq!(s.chain(&b_id).unwrap(), vec![b_id.clone(), base_id.clone()]);
+        assert_eq!(s.parent(&base_id).unwrap(), None);
+        assert_eq!(fs::read(s.path(&b_id).join("app/b")).unwrap(), b"b");
+        assert!(!s.path(&b_id).join("etc").exists(), "snapshots hold only their own diff");
+        assert_eq!(
+            s.lowerdirs(&s.chain(&a_id).unwrap()),
+            format!("{}:{}", s.path(&a_id).display(), s.path(&base_id).display())
+        );
+        let (bytes, inodes) = s.usage().unwrap();
+        assert!(bytes > 0 && inodes >= 12, "{bytes} {inodes}");
+
+        // Missing parents are refused.
+        let err = s.apply_layer(Some(&of_bytes(b"nope")), &a_blob, TAR, None).unwrap_err();
+        assert!(matches!(err, UnpackError::MissingParent(_)), "{err}");
+
+        s.remove(&a_id).unwrap();
+        s.remove(&a_id).unwrap(); // idempotent
+        assert!(!s.exists(&a_id));
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert!(s.remove("../x").is_err());
+        assert!(!s.exists("sha256:../../etc"));
+    }
+
+    #[test]
+    fn diff_id_mismatch_leaves_no_snapshot() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+        let mut l = Layer::default();
+        l.file("f", 0o644, b"f");
+        let (p, diff) = blob(tmp.path(), "l", l);
+        let wrong = of_bytes(b"something else");
+        let err = s.apply_layer(None, &p, TAR, Some(&wrong)).unwrap_err();
+        match &err {
+            UnpackError::DiffIdMismatch { expected, actual } => {
+                assert_eq!((expected, actual), (&wrong, &diff));
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        assert!(s.list().unwrap().is_empty());
+        assert!(leftovers(&s).is_empty(), "{:?}", leftovers(&s));
+        assert!(matches!(s.apply_layer(None, &p, TAR, Some("md5:00")), Err(UnpackError::BadDigest(_))));
+
+        // A refused layer is cleaned up too.
+        let mut bad = Layer::default();
+        bad.file("../x", 0o644, b"x");
+        let (p, _) = blob(tmp.path(), "bad", bad);
+        assert!(matches!(s.apply_layer(None, &p, TAR, None), Err(UnpackError::Unsafe { .. })));
+        assert!(leftovers(&s).is_empty(), "{:?}", leftovers(&s));
+        assert!(!tmp.path().join("x").exists());
+    }
+
+    #[test]
+    fn compressed_blobs_share_the_snapshot() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut l = Layer::default();
+        l.file("bin/app", 0o755, &[7u8; 5000]);
+        let tar = l.finish();
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            io::Write::write_all(&mut e, &tar).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(&tar[..], 0).unwrap();
+        let diff = of_bytes(&tar);
+        for (name, data, mt) in [
+            ("tar", &tar, TAR),
+            ("gz", &gz, "application/vnd.oci.image.layer.v1.tar+gzip"),
+            ("zst", &zst, "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ] {
+            let s = Snapshotter::new(tmp.path().join(name)).unwrap();
+            let p = tmp.path().join(format!("{name}.blob"));
+            fs::write(&p, data).unwrap();
+            assert_eq!(s.apply_layer(None, &p, mt, Some(&diff)).unwrap(), (diff.clone(), diff.clone()), "{name}");
+            assert_eq!(fs::read(s.path(&diff).join("bin/app")).unwrap(), vec![7u8; 5000]);
+        }
+    }
+
+    #[test]
+    fn cleanup_removes_incomplete_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Snapshotter::new(tmp.path()).unwrap();
+        fs::create_dir_all(tmp.path().join(".tmp-1-2-3/fs/x")).unwrap();
+        fs::create_dir_all(tmp.path().join(".rm-abc")).unwrap();
+        s.cleanup_incomplete().unwrap();
+        assert!(leftovers(&s).is_empty(), "{:?}", leftovers(&s));
+    }
+
+    #[test]
+    fn overlay_mount_applies_whiteouts_and_opaque_dirs() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Snapshotter::new(tmp.path().join("snapshots")).unwrap();
+        let mut l1 = Layer::default();
+        l1.file("etc/passwd", 0o644, b"root")
+            .file("etc/shadow", 0o600, b"secret")
+            .file("opt/old1", 0o644, b"1")
+            .file("opt/old2", 0o644, b"2");
+        let (b1, _) = blob(tmp.path(), "l1", l1);
+        let mut l2 = Layer::default();
+        l2.file("etc/.wh.shadow", 0o644, b"").file("opt/.wh..wh..opq", 0o644, b"").file("opt/new", 0o644, b"n");
+        let (b2, _) = blob(tmp.path(), "l2", l2);
+        let (c1, _) = s.apply_layer(None, &b1, TAR, None).unwrap();
+        let (c2, _) = s.apply_layer(Some(&c1), &b2, TAR, None).unwrap();
+        assert!(fs::symlink_metadata(s.path(&c2).join("etc/shadow")).unwrap().file_type().is_char_device());
+
+        let names = |d: &Path| {
+            let mut v: Vec<String> =
+                fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+
+        // Read-only view of the 2-layer chain.
+        let ro = tmp.path().join("ro");
+        fs::create_dir(&ro).unwrap();
+        s.mount(&c2, None, &ro).unwrap();
+        let guard = MountGuard(ro.clone());
+        assert_eq!(names(&ro.join("etc")), ["passwd"]);
+        assert_eq!(names(&ro.join("opt")), ["new"]);
+        assert_eq!(fs::read(ro.join("etc/passwd")).unwrap(), b"root");
+        let e = fs::write(ro.join("x"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        drop(guard);
+
+        // Read-write view with upper/work dirs.
+        let (rw, upper, work) = (tmp.path().join("rw"), tmp.path().join("upper"), tmp.path().join("work"));
+        for d in [&rw, &upper, &work] {
+            fs::create_dir(d).unwrap();
+        }
+        s.mount(&c2, Some((&upper, &work)), &rw).unwrap();
+        let guard = MountGuard(rw.clone());
+        assert_eq!(names(&rw.join("opt")), ["new"]);
+        fs::write(rw.join("etc/hostname"), b"h").unwrap();
+        fs::remove_file(rw.join("etc/passwd")).unwrap();
+        drop(guard);
+        assert_eq!(fs::read(upper.join("etc/hostname")).unwrap(), b"h");
+        assert_eq!(fs::read(s.path(&c1).join("etc/passwd")).unwrap(), b"root", "lower layer untouched");
+
+        // A single layer read-only: a read-only bind mount.
+        let one = tmp.path().join("one");
+        fs::create_dir(&one).unwrap();
+        s.mount(&c1, None, &one).unwrap();
+        let guard = MountGuard(one.clone());
+        assert_eq!(names(&one.join("opt")), ["old1", "old2"]);
+        assert_eq!(fs::write(one.join("x"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
+        drop(guard);
+        assert!(names(&one).is_empty(), "unmounted");
+    }
 }

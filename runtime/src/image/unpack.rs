@@ -78,8 +78,8 @@ pub fn compression_for_media_type(mt: &str) -> Result<Compression, UnpackError> 
     if mt.is_empty() || mt == "application/octet-stream" || mt == "application/x-tar" {
         return Ok(Compression::None);
     }
-    let layerish = mt.starts_with("application/vnd.oci.image.layer.")
-        || mt.starts_with("application/vnd.docker.image.rootfs.");
+    let layerish =
+        mt.starts_with("application/vnd.oci.image.layer.") || mt.starts_with("application/vnd.docker.image.rootfs.");
     if !layerish {
         return Err(UnpackError::UnsupportedMediaType(mt.to_string()));
     }
@@ -107,10 +107,7 @@ pub fn sniff_compression(head: &[u8]) -> Compression {
 
 /// Wraps a layer blob reader in the decompressor its media type asks for,
 /// sniffing magic bytes when the type claims an uncompressed tar.
-pub fn open_layer<'a, R: BufRead + 'a>(
-    media_type: &str,
-    mut reader: R,
-) -> Result<Box<dyn Read + 'a>, UnpackError> {
+pub fn open_layer<'a, R: BufRead + 'a>(media_type: &str, mut reader: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
     let mut compression = compression_for_media_type(media_type)?;
     if compression == Compression::None {
         compression = sniff_compression(reader.fill_buf().map_err(UnpackError::Stream)?);
@@ -118,9 +115,7 @@ pub fn open_layer<'a, R: BufRead + 'a>(
     Ok(match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Stream)?)
-        }
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(UnpackError::Stream)?),
     })
 }
 
@@ -159,9 +154,7 @@ fn clean_path(raw: &[u8], shown: &str) -> Result<Option<PathBuf>, UnpackError> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(unsafe_path("path contains a `..` component")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_path("absolute path"))
-            }
+            Component::RootDir | Component::Prefix(_) => return Err(unsafe_path("absolute path")),
         }
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
@@ -176,16 +169,16 @@ fn ensure_dirs(dest: &Path, rel: &Path, shown: &str) -> Result<(), UnpackError> 
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(UnpackError::Unsafe {
-                    path: shown.to_string(),
-                    reason: "a parent directory is a symlink",
-                })
+                return Err(UnpackError::Unsafe { path: shown.to_string(), reason: "a parent directory is a symlink" })
             }
             Ok(_) => {
                 return Err(UnpackError::Entry {
                     path: shown.to_string(),
                     op: "checking parent directory",
-                    source: io::Error::new(io::ErrorKind::NotADirectory, format!("{} is not a directory", cur.display())),
+                    source: io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{} is not a directory", cur.display()),
+                    ),
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -245,8 +238,11 @@ fn parse_pax_time(v: &str) -> Option<FileTime> {
     })
 }
 
+/// Extended attributes as (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// `SCHILY.xattr.*` PAX records of an entry.
-fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UnpackError> {
+fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Xattrs, UnpackError> {
     let mut out = Vec::new();
     let Some(exts) = entry.pax_extensions().map_err(|source| UnpackError::Entry {
         path: shown.to_string(),
@@ -257,7 +253,8 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<V
         return Ok(out);
     };
     for ext in exts {
-        let ext = ext.map_err(|source| UnpackError::Entry { path: shown.to_string(), op: "reading PAX records", source })?;
+        let ext =
+            ext.map_err(|source| UnpackError::Entry { path: shown.to_string(), op: "reading PAX records", source })?;
         if let Some(name) = ext.key_bytes().strip_prefix(PAX_XATTR_PREFIX.as_bytes()) {
             out.push((name.to_vec(), ext.value_bytes().to_vec()));
         }
@@ -313,7 +310,8 @@ fn apply_entry<R: Read>(
         } else {
             let target = dir.join(OsStr::from_bytes(hidden));
             remove_existing(&target).map_err(err("removing entry replaced by whiteout"))?;
-            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|e| err("creating whiteout")(e.into()))?;
+            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+                .map_err(|e| err("creating whiteout")(e.into()))?;
             std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(err("chown whiteout"))?;
         }
         return Ok(());
@@ -385,7 +383,8 @@ fn apply_entry<R: Read>(
                 _ => SFlag::S_IFBLK,
             };
             remove_existing(&path).map_err(err("removing replaced entry"))?;
-            mknod(&path, sflag, Mode::from_bits_truncate(0o600), dev).map_err(|e| err("creating device node")(e.into()))?;
+            mknod(&path, sflag, Mode::from_bits_truncate(0o600), dev)
+                .map_err(|e| err("creating device node")(e.into()))?;
         }
         other => {
             return Err(UnpackError::UnsupportedEntry { path: shown, kind: format!("{other:?}") });
@@ -424,9 +423,17 @@ fn check_link_target(dest: &Path, target_rel: &Path, shown: &str) -> Result<(), 
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(UnpackError::Unsafe { path: shown.to_string(), reason: "hard link target path goes through a symlink" })
+                return Err(UnpackError::Unsafe {
+                    path: shown.to_string(),
+                    reason: "hard link target path goes through a symlink",
+                })
             }
-            _ => return Err(UnpackError::Unsafe { path: shown.to_string(), reason: "hard link target is not in this layer" }),
+            _ => {
+                return Err(UnpackError::Unsafe {
+                    path: shown.to_string(),
+                    reason: "hard link target is not in this layer",
+                })
+            }
         }
     }
     match fs::symlink_metadata(dest.join(target_rel)) {
