@@ -20,7 +20,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufReader};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,10 +51,13 @@ impl Drop for TmpDir {
 }
 
 impl Snapshotter {
-    /// Opens (creating if needed) a snapshot directory.
+    /// Opens (creating if needed) a snapshot directory. The root is made
+    /// mode 0700: layers hold setuid binaries and devices that host users
+    /// must not reach.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))?;
         Ok(Self { root })
     }
 
@@ -157,11 +160,14 @@ impl Snapshotter {
         })?;
         let tmp_dir = tmp.0.clone().unwrap_or_default();
         let fs_dir = tmp_dir.join("fs");
-        fs::create_dir(&fs_dir).map_err(|source| UnpackError::Snapshot {
-            chain_id: "(new)".to_string(),
-            op: "creating fs directory",
-            source,
-        })?;
+        // The top layer's root is the container's `/`: 0755 regardless of umask.
+        fs::create_dir(&fs_dir)
+            .and_then(|()| fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)))
+            .map_err(|source| UnpackError::Snapshot {
+                chain_id: "(new)".to_string(),
+                op: "creating fs directory",
+                source,
+            })?;
         let diff_id = apply_tar(reader, &fs_dir)?;
         if let Some(expected) = expected_diff_id {
             if expected != diff_id {
@@ -330,11 +336,16 @@ pub fn mount_overlay(lowerdirs: &[PathBuf], upper_work: Option<(&Path, &Path)>, 
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "overlay mount needs at least one lowerdir"));
     }
     if upper_work.is_none() && lowerdirs.len() == 1 {
-        mount(Some(&lowerdirs[0]), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        let ctx = |what: &str, e: nix::errno::Errno| {
+            let msg = format!("{what} {} at {}: {e}", lowerdirs[0].display(), target.display());
+            io::Error::new(io::Error::from(e).kind(), msg)
+        };
+        mount(Some(&lowerdirs[0]), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| ctx("bind-mounting", e))?;
         let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         if let Err(e) = mount(None::<&str>, target, None::<&str>, ro, None::<&str>) {
             let _ = umount2(target, MntFlags::MNT_DETACH);
-            return Err(e.into());
+            return Err(ctx("making read-only the bind mount of", e));
         }
         return Ok(());
     }
@@ -447,6 +458,8 @@ mod tests {
         assert_eq!(s.chain(&b_id).unwrap(), vec![b_id.clone(), base_id.clone()]);
         assert_eq!(s.parent(&base_id).unwrap(), None);
         assert_eq!(fs::read(s.path(&b_id).join("app/b")).unwrap(), b"b");
+        assert_eq!(fs::metadata(s.root()).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(fs::metadata(s.path(&b_id)).unwrap().permissions().mode() & 0o7777, 0o755);
         assert!(!s.path(&b_id).join("etc").exists(), "snapshots hold only their own diff");
         assert_eq!(
             s.lowerdirs(&s.chain(&a_id).unwrap()),

@@ -16,6 +16,7 @@
 use crate::digest::HashingReader;
 use filetime::FileTime;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Read};
@@ -126,7 +127,7 @@ pub fn open_layer<'a, R: BufRead + 'a>(media_type: &str, mut reader: R) -> Resul
 /// marker, so the digest covers exactly what was given.
 pub fn apply_tar<R: Read>(reader: R, dest: &Path) -> Result<String, UnpackError> {
     let mut archive = tar::Archive::new(HashingReader::new(reader));
-    let mut dir_times: Vec<(PathBuf, FileTime)> = Vec::new();
+    let mut dir_times: HashMap<PathBuf, FileTime> = HashMap::new();
     for entry in archive.entries().map_err(UnpackError::Stream)? {
         let mut entry = entry.map_err(UnpackError::Stream)?;
         apply_entry(&mut entry, dest, &mut dir_times)?;
@@ -265,7 +266,7 @@ fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<X
 fn apply_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     dest: &Path,
-    dir_times: &mut Vec<(PathBuf, FileTime)>,
+    dir_times: &mut HashMap<PathBuf, FileTime>,
 ) -> Result<(), UnpackError> {
     let raw = entry.path_bytes().into_owned();
     let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -324,13 +325,16 @@ fn apply_entry<R: Read>(
 
     match kind {
         EntryType::Directory => {
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => remove_existing(&path).map_err(err("removing entry replaced by directory"))?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            let is_dir = match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_dir() => true,
+                Ok(_) => {
+                    remove_existing(&path).map_err(err("removing entry replaced by directory"))?;
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                 Err(e) => return Err(err("checking existing entry")(e)),
-            }
-            if !path.is_dir() {
+            };
+            if !is_dir {
                 fs::DirBuilder::new().mode(0o700).create(&path).map_err(err("creating directory"))?;
             }
         }
@@ -405,8 +409,7 @@ fn apply_entry<R: Read>(
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err("chmod"))?;
     }
     if kind == EntryType::Directory {
-        dir_times.retain(|(p, _)| p != &path);
-        dir_times.push((path, mtime));
+        dir_times.insert(path, mtime);
     } else {
         filetime::set_symlink_file_times(&path, mtime, mtime).map_err(err("setting mtime"))?;
     }
