@@ -32,7 +32,7 @@ pub enum ImageError {
         reference: String,
         digest: String,
         #[source]
-        source: super::snapshot::UnpackError,
+        source: super::unpack::UnpackError,
     },
     #[error("importing {path}: {detail}")]
     Import { path: PathBuf, detail: String },
