@@ -3,3 +3,4 @@
 pub mod builder;
 pub mod snapshot;
 pub mod unpack;
+pub mod import;
