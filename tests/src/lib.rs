@@ -148,7 +148,6 @@ impl Registry {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
-
 }
 
 /// A child process killed (by its pid) and reaped on drop.
@@ -222,7 +221,11 @@ impl TestRoot {
     /// `berth --root <root>`, ready for more args.
     pub fn command(&self) -> Command {
         let bin = berth_bin();
-        assert!(bin.exists(), "{} is missing: build it with `cargo build -p berth-kubelet --bin berth` or set BERTH_BIN", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build -p berth-kubelet --bin berth` or set BERTH_BIN",
+            bin.display()
+        );
         let mut c = Command::new(bin);
         c.arg("--root").arg(self.dir.path());
         c

@@ -1,7 +1,7 @@
 //! The registry harness and the image builder against a real docker-registry:
 //! push, pull back with oci-client, auth, clean shutdown.
 
-use berth_tests::builder::{self, media, Built, ImageBuilder, IndexBuilder, LayerBuilder, Compression};
+use berth_tests::builder::{self, media, Built, Compression, ImageBuilder, IndexBuilder, LayerBuilder};
 use berth_tests::{block_on, http_status, Registry};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciManifest;
@@ -53,7 +53,12 @@ fn push_index_and_docker_types() {
         ImageBuilder::new().layer(l).platform("linux", arch, None).docker_media_types(docker).build().unwrap()
     };
     for docker in [false, true] {
-        let index = IndexBuilder::new().add(img("amd64", docker)).add(img("arm64", docker)).docker_media_types(docker).build().unwrap();
+        let index = IndexBuilder::new()
+            .add_image(img("amd64", docker))
+            .add_image(img("arm64", docker))
+            .docker_media_types(docker)
+            .build()
+            .unwrap();
         let reference = reg.reference(&format!("multi:docker-{docker}"));
         let digest = block_on(builder::push(&reference, &index, &[])).unwrap();
         assert_eq!(digest, index.manifest_digest);
@@ -90,6 +95,7 @@ fn auth_required() {
     let reference = reg.reference("private:v1");
     let err = block_on(builder::push(&reference, &img, &[])).unwrap_err();
     assert!(err.to_string().contains(&reference), "{err}");
+    assert!(err.to_string().contains("401"), "{err}");
     let wrong = RegistryAuth::Basic("tester".into(), "wrong".into());
     assert!(block_on(builder::push_with_auth(&reference, &img, &[], &wrong)).is_err());
     let auth = RegistryAuth::Basic("tester".into(), "s3cret".into());

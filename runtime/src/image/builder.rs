@@ -177,8 +177,8 @@ impl LayerBuilder {
     pub fn add_hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         match norm(target, false) {
             Some(t) => self.normal(path, false, |s, p| {
-            s.add_raw(&p, EntryType::Link, 0o644, Some(&t), &[]);
-        }),
+                s.add_raw(&p, EntryType::Link, 0o644, Some(&t), &[]);
+            }),
             None => {
                 self.fail(BuildError::Entry { path: target.into(), message: "empty link target".into() });
                 self
@@ -544,8 +544,11 @@ impl ImageBuilder {
     pub fn build(self) -> Result<BuiltImage> {
         let config_bytes = serde_json::to_vec(&self.config_json()).map_err(|e| BuildError::Invalid(e.to_string()))?;
         let config_digest = digest::of_bytes(&config_bytes);
-        let (manifest_type, config_type) =
-            if self.docker { (media::DOCKER_MANIFEST, media::DOCKER_CONFIG) } else { (media::OCI_MANIFEST, media::OCI_CONFIG) };
+        let (manifest_type, config_type) = if self.docker {
+            (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
+        } else {
+            (media::OCI_MANIFEST, media::OCI_CONFIG)
+        };
         let mut blobs = vec![(config_digest.clone(), config_type.to_string(), config_bytes.clone())];
         let mut layers = Vec::new();
         for l in &self.layers {
@@ -604,7 +607,7 @@ impl IndexBuilder {
         Self::default()
     }
     /// Adds an image under the platform in its config.
-    pub fn add(self, image: BuiltImage) -> Self {
+    pub fn add_image(self, image: BuiltImage) -> Self {
         let p = image.platform.clone();
         self.add_with_platform(image, p)
     }
@@ -784,7 +787,12 @@ pub enum DockerArchiveStyle {
 }
 
 /// Writes a `docker save` archive of one image with uncompressed layers.
-pub fn write_docker_archive(path: &Path, image: &BuiltImage, repo_tags: &[&str], style: DockerArchiveStyle) -> Result<()> {
+pub fn write_docker_archive(
+    path: &Path,
+    image: &BuiltImage,
+    repo_tags: &[&str],
+    style: DockerArchiveStyle,
+) -> Result<()> {
     let cfg_hex = digest::hex_part(&image.config_digest).map_err(BuildError::Invalid)?;
     let config_name = match style {
         DockerArchiveStyle::Legacy => format!("{cfg_hex}.json"),
@@ -806,7 +814,8 @@ pub fn write_docker_archive(path: &Path, image: &BuiltImage, repo_tags: &[&str],
         layer_names.push(name);
     }
     let manifest = json!([{ "Config": config_name, "RepoTags": repo_tags, "Layers": layer_names }]);
-    files.push(("manifest.json".into(), serde_json::to_vec(&manifest).map_err(|e| BuildError::Invalid(e.to_string()))?));
+    files
+        .push(("manifest.json".into(), serde_json::to_vec(&manifest).map_err(|e| BuildError::Invalid(e.to_string()))?));
     // `repositories` maps repo -> tag -> top layer id (legacy metadata).
     let top = image.diff_ids.last().map(|d| d.trim_start_matches("sha256:").to_string()).unwrap_or_default();
     let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -821,6 +830,7 @@ pub fn write_docker_archive(path: &Path, image: &BuiltImage, repo_tags: &[&str],
 }
 
 /// Applets linked to /bin/busybox in [`busybox_layer`].
+#[rustfmt::skip]
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "ash", "ls", "cat", "echo", "true", "false", "sleep", "id", "env", "mkdir", "rm", "rmdir", "touch",
     "stat", "ps", "grep", "wc", "head", "tail", "hostname", "mount", "umount", "unshare", "pwd", "test", "[",
@@ -829,9 +839,9 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "timeout", "which", "whoami", "basename", "dirname", "sed", "awk", "df", "du", "free", "top", "vi", "less",
     "more", "md5sum", "sha256sum", "base64", "nproc", "ping", "ifconfig", "route", "netstat", "mknod", "mkfifo",
     "sync", "tar", "gzip", "gunzip", "zcat", "diff", "cmp", "expr", "hexdump", "od", "xxd", "watch", "pidof",
-    "pgrep", "pkill", "killall", "nohup", "setsid", "chroot", "nsenter", "su", "login", "logger", "groups",
-    "fuser", "lsof", "mountpoint", "truncate", "fallocate", "ulimit", "usleep", "getty", "init", "poweroff",
-    "reboot", "halt", "dmesg", "sysctl", "httpd", "tac", "rev", "fold", "split", "strings", "time", "uptime",
+    "pgrep", "pkill", "killall", "nohup", "setsid", "chroot", "nsenter", "su", "login", "logger", "groups", "fuser",
+    "lsof", "mountpoint", "truncate", "fallocate", "ulimit", "usleep", "getty", "init", "poweroff", "reboot",
+    "halt", "dmesg", "sysctl", "httpd", "tac", "rev", "fold", "split", "strings", "time", "uptime",
 ];
 
 /// /etc/passwd of the busybox image.
@@ -846,7 +856,8 @@ app:x:1000:\n\
 extra:x:2000:app\n\
 nogroup:x:65534:\n";
 
-/// A layer with the host's /bin/busybox, hard links for common applets,
+/// A layer with the host's /bin/busybox, hard links in /bin for the common
+/// applets it has ([`BUSYBOX_APPLETS`]),
 /// users (root, app 1000, nobody 65534) and the usual directories.
 pub fn busybox_layer() -> Result<LayerBuilder> {
     let bin = std::fs::read("/bin/busybox").map_err(io_err("/bin/busybox"))?;
@@ -872,9 +883,16 @@ pub fn busybox_layer() -> Result<LayerBuilder> {
     }
     l.owner(1000, 1000).add_dir("home/app", 0o755).owner(0, 0);
     l.add_file("bin/busybox", 0o755, &bin);
+    // Only applets this busybox has (all of them if it cannot say).
+    let has: Option<BTreeSet<String>> = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect());
     let mut seen = BTreeSet::new();
     for a in BUSYBOX_APPLETS {
-        if seen.insert(*a) {
+        if has.as_ref().is_none_or(|h| h.contains(*a)) && seen.insert(*a) {
             l.add_hardlink(&format!("bin/{a}"), "bin/busybox");
         }
     }
@@ -936,7 +954,8 @@ pub async fn push_with_auth(
     if !matches!(auth, RegistryAuth::Anonymous) {
         client.auth(&r, auth, RegistryOperation::Push).await.map_err(|e| perr(format!("auth: {e}")))?;
     }
-    let by_digest = |d: &str| Reference::with_digest(r.registry().to_string(), r.repository().to_string(), d.to_string());
+    let by_digest =
+        |d: &str| Reference::with_digest(r.registry().to_string(), r.repository().to_string(), d.to_string());
     let manifest = |mt: &str| http::HeaderValue::from_str(mt).map_err(|e| perr(e.to_string()));
 
     for img in what.images() {
@@ -1032,7 +1051,7 @@ mod tests {
         let m: Value = serde_json::from_slice(&d.manifest_bytes).unwrap();
         assert_eq!(m["mediaType"], media::DOCKER_MANIFEST);
         assert_eq!(m["layers"][0]["mediaType"], media::DOCKER_LAYER_GZIP);
-        let idx = IndexBuilder::new().add(img.clone()).add(d).docker_media_types(true).build().unwrap();
+        let idx = IndexBuilder::new().add_image(img.clone()).add_image(d).docker_media_types(true).build().unwrap();
         let v: Value = serde_json::from_slice(&idx.manifest_bytes).unwrap();
         assert_eq!(v["mediaType"], media::DOCKER_LIST);
         assert_eq!(v["manifests"][1]["platform"]["variant"], "v8");

@@ -159,7 +159,8 @@ const UNKNOWN: &str = "not an OCI layout, OCI archive or docker save archive";
 
 /// Reads an extracted or on-disk source. `shown` is the path named in errors.
 fn from_dir(root: &Path, shown: &Path, tmp: Option<tempfile::TempDir>, format: ImportFormat) -> Result<ImportSource> {
-    let mut src = ImportSource { root: root.into(), format, images: Vec::new(), extra_blobs: HashMap::new(), _tmp: tmp };
+    let mut src =
+        ImportSource { root: root.into(), format, images: Vec::new(), extra_blobs: HashMap::new(), _tmp: tmp };
     // Docker 25+ archives are also OCI layouts; the OCI view is preferred.
     if root.join("index.json").is_file() {
         src.images = read_oci_index(root, shown)?;
@@ -324,8 +325,13 @@ fn resolve_in(base: &Path, target: &[u8]) -> Option<PathBuf> {
     if target.starts_with(b"/") {
         return None;
     }
-    let mut parts: Vec<String> =
-        base.components().filter_map(|c| match c { Component::Normal(s) => Some(s.to_str()?.to_string()), _ => None }).collect();
+    let mut parts: Vec<String> = base
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_str()?.to_string()),
+            _ => None,
+        })
+        .collect();
     for c in target.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}
@@ -369,10 +375,10 @@ fn extract(reader: impl Read, dest: &Path, shown: &Path) -> Result<()> {
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 let link = e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-                let base = if kind == tar::EntryType::Symlink { rel.parent().unwrap_or(Path::new("")) } else { Path::new("") };
-                let to = resolve_in(base, &link).ok_or_else(|| {
-                    invalid(shown, format!("archive member {lossy:?} links outside the archive"))
-                })?;
+                let base =
+                    if kind == tar::EntryType::Symlink { rel.parent().unwrap_or(Path::new("")) } else { Path::new("") };
+                let to = resolve_in(base, &link)
+                    .ok_or_else(|| invalid(shown, format!("archive member {lossy:?} links outside the archive")))?;
                 links.push((rel, to));
             }
             // Devices, fifos and the like have no place in an image archive.
@@ -423,15 +429,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let img = image(false, Compression::Gzip);
         let other = image(true, Compression::None);
-        let index = IndexBuilder::new().add(img.clone()).add_with_platform(other.clone(), Platform::new("linux", "arm64")).build().unwrap();
-        let refs = [("latest", Built::from(&img)), ("example.com/x:multi", Built::from(&index)), ("", Built::from(&other))];
+        let index = IndexBuilder::new()
+            .add_image(img.clone())
+            .add_with_platform(other.clone(), Platform::new("linux", "arm64"))
+            .build()
+            .unwrap();
+        let refs =
+            [("latest", Built::from(&img)), ("example.com/x:multi", Built::from(&index)), ("", Built::from(&other))];
         let dir = tmp.path().join("layout");
         write_oci_layout(&dir, &refs).unwrap();
         let tar = tmp.path().join("a.tar");
         write_oci_archive(&tar, &refs, Compression::None).unwrap();
         let tgz = tmp.path().join("a.tar.gz");
         write_oci_archive(&tgz, &refs, Compression::Gzip).unwrap();
-        for (p, fmt) in [(&dir, ImportFormat::OciLayout), (&tar, ImportFormat::OciArchive), (&tgz, ImportFormat::OciArchive)] {
+        for (p, fmt) in
+            [(&dir, ImportFormat::OciLayout), (&tar, ImportFormat::OciArchive), (&tgz, ImportFormat::OciArchive)]
+        {
             let src = open(p).unwrap();
             assert_eq!(src.format(), fmt);
             let ims = src.images();
@@ -494,7 +507,11 @@ mod tests {
         t.add_file("aaa/layer.tar", 0o644, &layer)
             .add_symlink("bbb/layer.tar", "../aaa/layer.tar")
             .add_file("c.json", 0o644, br#"{"rootfs":{}}"#)
-            .add_file("manifest.json", 0o644, br#"[{"Config":"c.json","RepoTags":null,"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#);
+            .add_file(
+                "manifest.json",
+                0o644,
+                br#"[{"Config":"c.json","RepoTags":null,"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#,
+            );
         let p = tmp.path().join("d.tar");
         fs::write(&p, t.into_tar().unwrap()).unwrap();
         let src = open(&p).unwrap();
@@ -516,22 +533,22 @@ mod tests {
     #[test]
     fn rejects_escapes_and_junk() {
         use tar::EntryType::*;
-        let cases: Vec<Box<dyn FnOnce(&mut LayerBuilder)>> = vec![
-            Box::new(|t| {
+        let cases: Vec<fn(&mut LayerBuilder)> = vec![
+            |t| {
                 t.add_raw(b"../escape", Regular, 0o644, None, b"x");
-            }),
-            Box::new(|t| {
+            },
+            |t| {
                 t.add_raw(b"/abs", Regular, 0o644, None, b"x");
-            }),
-            Box::new(|t| {
+            },
+            |t| {
                 t.add_raw(b"a/../../x", Regular, 0o644, None, b"x");
-            }),
-            Box::new(|t| {
+            },
+            |t| {
                 t.add_symlink("up", "../../etc/passwd");
-            }),
-            Box::new(|t| {
+            },
+            |t| {
                 t.add_symlink("root", "/");
-            }),
+            },
         ];
         for build in cases {
             let (tmp, p) = archive_of(build);

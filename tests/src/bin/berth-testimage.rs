@@ -97,7 +97,7 @@ async fn main() -> Result<()> {
     let index = if out.multi_arch {
         let amd = busybox(&out, "linux", "amd64", None)?;
         let arm = busybox(&out, "linux", "arm64", Some("v8"))?;
-        Some(IndexBuilder::new().add(amd).add(arm).docker_media_types(out.docker_media_types).build()?)
+        Some(IndexBuilder::new().add_image(amd).add_image(arm).docker_media_types(out.docker_media_types).build()?)
     } else {
         None
     };
