@@ -1,1 +1,256 @@
-//! Test harness for end-to-end tests of the berth binary.
+//! Test harness for end-to-end tests of the berth binary: a throwaway
+//! `docker-registry` on 127.0.0.1, a per-test state root, and helpers to run
+//! the real `berth` binary. Everything cleans up in `Drop`, so a failing
+//! test leaves no processes or temp dirs behind.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use berth_runtime::image::builder;
+
+/// The registry binary from Debian's `docker-registry` package.
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A `docker-registry` serving plain HTTP on 127.0.0.1 with its own storage.
+/// Dropping it kills the process and removes its directory.
+pub struct Registry {
+    // Dropped first: the process dies before its directory is removed.
+    proc: Proc,
+    addr: String,
+    dir: tempfile::TempDir,
+    auth: Option<(String, String)>,
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET path` over HTTP/1.0; returns the status code.
+pub fn http_status(addr: &str, path: &str) -> Result<u16> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf);
+    let status = head.split_whitespace().nth(1).context("empty HTTP response")?;
+    Ok(status.parse()?)
+}
+
+impl Registry {
+    /// Starts an anonymous registry; panics with the registry's log on failure.
+    pub fn start() -> Registry {
+        Self::try_start(None).expect("start docker-registry")
+    }
+
+    /// Starts a registry that requires HTTP basic auth with these credentials.
+    pub fn start_with_auth(user: &str, pass: &str) -> Registry {
+        Self::try_start(Some((user, pass))).expect("start docker-registry with auth")
+    }
+
+    pub fn try_start(auth: Option<(&str, &str)>) -> Result<Registry> {
+        if !Path::new(REGISTRY_BIN).exists() {
+            bail!("{REGISTRY_BIN} is missing: install the docker-registry package (hack/setup.sh)");
+        }
+        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir()?;
+        let auth_yaml = match auth {
+            Some((user, pass)) => {
+                let hash = bcrypt::hash(pass, 4).context("bcrypt")?;
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+                format!("auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n", htpasswd.display())
+            }
+            None => String::new(),
+        };
+        let mut last_log = String::new();
+        // A port can be taken between releasing it and the registry binding it: retry.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: {addr}\n  secret: berth-test-secret\n{auth_yaml}",
+                    dir.path().join("storage").display()
+                ),
+            )?;
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path)?;
+            let child = Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("spawn {REGISTRY_BIN}"))?;
+            // From here on, Drop kills the child whatever happens.
+            let mut proc = Proc(child);
+            match wait_ready(&mut proc.0, &addr, if auth.is_some() { 401 } else { 200 }) {
+                Ok(()) => {
+                    let auth = auth.map(|(u, p)| (u.into(), p.into()));
+                    return Ok(Registry { proc, addr, dir, auth });
+                }
+                Err(e) => {
+                    drop(proc);
+                    last_log = format!("{e:#}; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                }
+            }
+        }
+        bail!("docker-registry did not start: {last_log}")
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The process id of the registry.
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// The registry's temp dir (config, log, storage).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The filesystem storage root: blobs live under
+    /// `docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data`.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Path of the stored data of a blob (for tampering tests).
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&hex[..2.min(hex.len())]).join(hex).join("data")
+    }
+
+    /// The credentials of an auth registry.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// `ADDR/repo` — a reference prefix for this registry.
+    pub fn reference(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+/// A child process killed (by its pid) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Ignore "already exited".
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `GET /v2/` until it answers `want` or the registry exits.
+fn wait_ready(child: &mut Child, addr: &str, want: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("docker-registry exited with {status}");
+        }
+        match http_status(addr, "/v2/") {
+            Ok(s) if s == want => return Ok(()),
+            Ok(s) => bail!("GET /v2/ answered {s}, expected {want}"),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.context("registry not answering")),
+        }
+    }
+}
+
+/// Panics with a clear message unless running as root.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (namespaces, mounts, cgroups): run it as root, e.g. `sudo -E cargo test -p berth-tests`");
+    }
+}
+
+/// The built `berth` binary: `$BERTH_BIN`, else `$CARGO_TARGET_DIR/debug/berth`,
+/// else `<workspace>/target/debug/berth`.
+pub fn berth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/berth")
+}
+
+/// A per-test state directory for berth (`--root`), removed on drop.
+pub struct TestRoot {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestRoot {
+    pub fn new() -> TestRoot {
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("create test root");
+        TestRoot { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `berth --root <root>`, ready for more args.
+    pub fn command(&self) -> Command {
+        let bin = berth_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build -p berth-kubelet --bin berth` or set BERTH_BIN",
+            bin.display()
+        );
+        let mut c = Command::new(bin);
+        c.arg("--root").arg(self.dir.path());
+        c
+    }
+
+    /// Runs `berth --root <root> args...` and returns its output.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.command().args(args).stdin(Stdio::null()).output().expect("run berth")
+    }
+
+    /// Like [`TestRoot::berth`], panicking with stdout/stderr unless it succeeds.
+    pub fn berth_ok(&self, args: &[&str]) -> Output {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+/// Runs a future on a fresh current-thread runtime (for sync tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
+}

@@ -6,6 +6,7 @@
 
 pub mod builder;
 pub mod error;
+pub mod import;
 pub mod manifest;
 pub mod pull;
 pub mod reference;
