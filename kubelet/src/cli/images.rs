@@ -49,6 +49,14 @@ pub enum ImagesCommand {
     },
     /// Show an image's record and config as JSON.
     Inspect { image: String },
+    /// Load images from an OCI layout directory, an OCI archive or a `docker save` archive.
+    #[command(alias = "load")]
+    Import {
+        path: std::path::PathBuf,
+        /// Name for the image (overrides the names in the archive).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 pub async fn run(cfg: Config, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
@@ -107,6 +115,12 @@ pub async fn run(cfg: Config, cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
             }
             if failed {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        ImagesCommand::Import { path, name } => {
+            for rec in svc.import(&path, name.as_deref(), &LogLines { quiet: false }).await? {
+                let names = if rec.repo_tags.is_empty() { "<none>".to_string() } else { rec.repo_tags.join(", ") };
+                println!("Loaded image: {names} ({})", rec.id);
             }
         }
         ImagesCommand::Inspect { image } => {

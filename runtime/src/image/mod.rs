@@ -209,6 +209,69 @@ impl ImageService {
         res.map(|_| ()).map_err(|source| ImageError::Unpack { reference: name.into(), digest, source })
     }
 
+    /// Imports every image of an OCI layout directory, OCI archive or
+    /// `docker save` archive. `name` overrides the archive's own names (it is
+    /// required when the archive names none).
+    pub async fn import(&self, path: &Path, name: Option<&str>, progress: &dyn PullProgress) -> Result<Vec<ImageRecord>> {
+        let _gc = self.gc_lock(false).await?;
+        let this = self.clone();
+        let (path, name) = (path.to_path_buf(), name.map(str::to_string));
+        let staged = tokio::task::spawn_blocking(move || this.stage_import(&path, name.as_deref())).await.expect("import task")?;
+        let mut out = Vec::new();
+        for (label, manifest, digest, origin) in staged {
+            out.push(self.install(label, manifest, digest, origin, progress).await?);
+        }
+        Ok(out)
+    }
+
+    /// Copies the blobs of every image of an archive into the content store,
+    /// verified; returns what `install` needs for each.
+    fn stage_import(&self, path: &Path, name: Option<&str>) -> Result<Vec<(String, Manifest, String, Origin)>> {
+        let import_err = |e: import::ImportError| ImageError::Import { path: path.into(), detail: e.to_string() };
+        let src = import::open_in(path, Some(&self.inner.dir.join("ingest"))).map_err(import_err)?;
+        if src.images().is_empty() {
+            return Err(ImageError::Import { path: path.into(), detail: "the archive holds no images".into() });
+        }
+        let content = &self.inner.content;
+        let mut staged = Vec::new();
+        for img in src.images() {
+            let given = name.or(img.name.as_deref()).filter(|n| !n.is_empty() && !n.contains(char::is_whitespace));
+            // A bare tag (`latest`) from an OCI layout names no repository.
+            let r = match given {
+                Some(n) if n.contains('/') || n.contains(':') || name.is_some() => Some(reference::parse(n)?),
+                _ => None,
+            };
+            let label = r.as_ref().map(|r| r.whole()).unwrap_or_else(|| format!("{}@{}", path.display(), img.manifest_digest));
+            let mut manifest = Manifest::parse(&label, &img.manifest_bytes, Some(&img.manifest_media_type))?;
+            let mut digest = img.manifest_digest.clone();
+            let mut index_digest = None;
+            content.write_bytes(&format!("manifest of {label}"), &digest, &img.manifest_bytes)?;
+            if let Manifest::Index { manifests, .. } = &manifest {
+                let chosen = manifest::choose_platform(&label, manifests, &manifest::host_platform())?.clone();
+                let bytes = src.read_blob(&chosen.digest).map_err(import_err)?;
+                content.write_bytes(&format!("manifest of {label}"), &chosen.digest, &bytes)?;
+                index_digest = Some(digest);
+                digest = chosen.digest.clone();
+                manifest = Manifest::parse(&label, &bytes, Some(&chosen.media_type))?;
+            }
+            let Manifest::Image { config, layers, .. } = &manifest else {
+                return Err(ImageError::Malformed { reference: label, what: "index".into(), detail: "nested index".into() });
+            };
+            for d in std::iter::once(config).chain(layers) {
+                let blob = src.blob_path(&d.digest).map_err(import_err)?;
+                content.ingest_file(&format!("blob of {label}"), &blob, &d.digest, Some(d.size))?;
+            }
+            let top = index_digest.clone().unwrap_or_else(|| digest.clone());
+            let origin = Origin {
+                tags: r.as_ref().and_then(reference::repo_tag).into_iter().collect(),
+                digests: r.as_ref().map(|r| reference::repo_digest(r, &top)).into_iter().collect(),
+                index_digest,
+            };
+            staged.push((label, manifest, digest, origin));
+        }
+        Ok(staged)
+    }
+
     /// Every stored image.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         self.inner.db.all()
