@@ -4,5 +4,6 @@
 pub mod config;
 pub mod digest;
 pub mod image;
+pub mod spec;
 
 pub use config::Config;
