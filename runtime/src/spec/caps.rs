@@ -109,7 +109,10 @@ pub fn parse_cap_mask(hex: &str) -> Option<Capabilities> {
 pub fn host_bounding_set() -> std::io::Result<Capabilities> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     parse_status_cap_bnd(&status).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "no CapBnd line in /proc/self/status")
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no CapBnd line in /proc/self/status",
+        )
     })
 }
 
@@ -133,10 +136,12 @@ fn parse_list(field: &'static str, names: &[String]) -> Result<(bool, Vec<Capabi
         if n.trim().eq_ignore_ascii_case("ALL") {
             all = true;
         } else {
-            caps.push(parse_capability(n).ok_or_else(|| SpecError::UnknownCapability {
-                field,
-                name: n.clone(),
-            })?);
+            caps.push(
+                parse_capability(n).ok_or_else(|| SpecError::UnknownCapability {
+                    field,
+                    name: n.clone(),
+                })?,
+            );
         }
     }
     Ok((all, caps))
@@ -159,12 +164,16 @@ pub fn build_capabilities(
 ) -> Result<LinuxCapabilities, SpecError> {
     let empty = Default::default();
     let req = sc.capabilities.as_ref().unwrap_or(&empty);
-    let (_, ambient_req) = parse_list("capabilities.add_ambient_capabilities", &req.add_ambient_capabilities)?;
+    let (_, ambient_req) = parse_list(
+        "capabilities.add_ambient_capabilities",
+        &req.add_ambient_capabilities,
+    )?;
     let mut set: Capabilities = if sc.privileged {
         all_capabilities()
     } else {
         let (add_all, add) = parse_list("capabilities.add_capabilities", &req.add_capabilities)?;
-        let (drop_all, drop) = parse_list("capabilities.drop_capabilities", &req.drop_capabilities)?;
+        let (drop_all, drop) =
+            parse_list("capabilities.drop_capabilities", &req.drop_capabilities)?;
         let mut set: Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
         if add_all {
             set = all_capabilities();
@@ -227,7 +236,10 @@ mod tests {
         }
     }
 
-    fn eff(sc: &LinuxContainerSecurityContext, bnd: Option<&Capabilities>) -> (Capabilities, Vec<Warning>) {
+    fn eff(
+        sc: &LinuxContainerSecurityContext,
+        bnd: Option<&Capabilities>,
+    ) -> (Capabilities, Vec<Warning>) {
         let mut w = Vec::new();
         let c = build_capabilities(sc, bnd, &mut w).unwrap();
         assert_eq!(c.bounding(), c.effective());
@@ -247,13 +259,19 @@ mod tests {
         assert_eq!(CAPS[40].0, Capability::CheckpointRestore);
         // Names agree with oci-spec's own serde names.
         for (cap, name) in CAPS {
-            assert_eq!(serde_json::to_string(cap).unwrap(), format!("\"CAP_{name}\""));
+            assert_eq!(
+                serde_json::to_string(cap).unwrap(),
+                format!("\"CAP_{name}\"")
+            );
         }
     }
 
     #[test]
     fn parses_names_loosely() {
-        assert_eq!(parse_capability("CAP_SYS_ADMIN"), Some(Capability::SysAdmin));
+        assert_eq!(
+            parse_capability("CAP_SYS_ADMIN"),
+            Some(Capability::SysAdmin)
+        );
         assert_eq!(parse_capability("sys_admin"), Some(Capability::SysAdmin));
         assert_eq!(parse_capability("cap_net_raw"), Some(Capability::NetRaw));
         assert_eq!(parse_capability("NOPE"), None);
@@ -269,7 +287,10 @@ mod tests {
 
     #[test]
     fn add_and_drop() {
-        let (caps, _) = eff(&sc(&["sys_admin", "CAP_NET_ADMIN"], &["CHOWN", "cap_kill"]), None);
+        let (caps, _) = eff(
+            &sc(&["sys_admin", "CAP_NET_ADMIN"], &["CHOWN", "cap_kill"]),
+            None,
+        );
         assert!(caps.contains(&Capability::SysAdmin));
         assert!(caps.contains(&Capability::NetAdmin));
         assert!(!caps.contains(&Capability::Chown));
@@ -299,14 +320,20 @@ mod tests {
     fn unknown_name_is_an_error_naming_field_and_cap() {
         let err = build_capabilities(&sc(&["CAP_FLY"], &[]), None, &mut vec![]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("add_capabilities") && msg.contains("CAP_FLY"), "{msg}");
+        assert!(
+            msg.contains("add_capabilities") && msg.contains("CAP_FLY"),
+            "{msg}"
+        );
         let err = build_capabilities(&sc(&[], &["bogus"]), None, &mut vec![]).unwrap_err();
         assert!(err.to_string().contains("drop_capabilities"));
     }
 
     #[test]
     fn privileged_gets_all() {
-        let s = LinuxContainerSecurityContext { privileged: true, ..sc(&[], &["ALL"]) };
+        let s = LinuxContainerSecurityContext {
+            privileged: true,
+            ..sc(&[], &["ALL"])
+        };
         let (caps, w) = eff(&s, None);
         assert_eq!(caps, all_capabilities());
         assert!(w.is_empty());
@@ -329,7 +356,10 @@ mod tests {
         assert_eq!(w.len(), 1);
 
         // Privileged: silently "everything the host has".
-        let p = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let p = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
         let (caps, w) = eff(&p, Some(&bnd));
         assert_eq!(caps, bnd);
         assert!(w.is_empty());
@@ -347,14 +377,18 @@ mod tests {
         let mut w = Vec::new();
         let c = build_capabilities(&s, None, &mut w).unwrap();
         assert_eq!(c.ambient().as_ref().unwrap(), &set(&[Capability::NetAdmin]));
-        assert_eq!(c.inheritable().as_ref().unwrap(), &set(&[Capability::NetAdmin]));
+        assert_eq!(
+            c.inheritable().as_ref().unwrap(),
+            &set(&[Capability::NetAdmin])
+        );
         assert_eq!(w.len(), 1);
         assert!(w[0].0.contains("CAP_SYS_TIME"));
     }
 
     #[test]
     fn inheritable_empty_by_default() {
-        let c = build_capabilities(&LinuxContainerSecurityContext::default(), None, &mut vec![]).unwrap();
+        let c = build_capabilities(&LinuxContainerSecurityContext::default(), None, &mut vec![])
+            .unwrap();
         assert!(c.inheritable().as_ref().unwrap().is_empty());
         assert!(c.ambient().as_ref().unwrap().is_empty());
     }
@@ -363,7 +397,10 @@ mod tests {
     fn cap_mask_parsing() {
         assert_eq!(parse_cap_mask("0").unwrap().len(), 0);
         assert_eq!(parse_cap_mask("1").unwrap(), set(&[Capability::Chown]));
-        assert_eq!(parse_cap_mask("000001ffffffffff").unwrap(), all_capabilities());
+        assert_eq!(
+            parse_cap_mask("000001ffffffffff").unwrap(),
+            all_capabilities()
+        );
         assert!(parse_cap_mask("xyz").is_none());
     }
 }

@@ -27,7 +27,9 @@ use cri_proto::v1::{ContainerConfig, LinuxContainerSecurityContext, PodSandboxCo
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{Capabilities, Linux, Root, Spec};
 
-pub use caps::{all_capabilities, host_bounding_set, parse_capability, parse_cap_mask, DEFAULT_CAPABILITIES};
+pub use caps::{
+    all_capabilities, host_bounding_set, parse_cap_mask, parse_capability, DEFAULT_CAPABILITIES,
+};
 pub use mounts::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use reader::{DeviceNode, HostFs, HostReader};
 pub use resources::{cgroups_path, cpu_shares_to_weight, memory_swap_to_v2};
@@ -62,11 +64,17 @@ pub enum SpecError {
     #[error("group {name:?} not found in the container's /etc/group")]
     UnknownGroup { name: String },
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{field}: unknown capability {name:?}")]
     UnknownCapability { field: &'static str, name: String },
     #[error("mount {container_path}: host path {host_path} does not exist")]
-    MountSourceMissing { container_path: String, host_path: PathBuf },
+    MountSourceMissing {
+        container_path: String,
+        host_path: PathBuf,
+    },
     #[error("device {host_path}: {reason}")]
     Device { host_path: PathBuf, reason: String },
     #[error("sysctl {key}: {reason}")]
@@ -110,7 +118,12 @@ impl SandboxNamespaces {
     /// The namespaces of a running pause process: `/proc/<pid>/ns/*`.
     pub fn from_pid(pid: u32) -> Self {
         let p = |ns: &str| Some(PathBuf::from(format!("/proc/{pid}/ns/{ns}")));
-        Self { net: p("net"), ipc: p("ipc"), uts: p("uts"), pid: p("pid") }
+        Self {
+            net: p("net"),
+            ipc: p("ipc"),
+            uts: p("uts"),
+            pid: p("pid"),
+        }
     }
 }
 
@@ -250,7 +263,8 @@ pub fn build(
     let mut res = resources::build_resources(container, ctx, &mut warnings)?;
     res.set_devices(Some(devices.cgroup_rules));
     linux.set_resources(Some(res));
-    linux.set_cgroups_path((!ctx.cgroups_path.is_empty()).then(|| PathBuf::from(&ctx.cgroups_path)));
+    linux
+        .set_cgroups_path((!ctx.cgroups_path.is_empty()).then(|| PathBuf::from(&ctx.cgroups_path)));
 
     let seccomp = if privileged {
         None
@@ -306,7 +320,11 @@ fn build_annotations(
         a.insert(CONTAINER_NAME.into(), md.name.clone());
     }
     let image = if ctx.image_name.is_empty() {
-        container.image.as_ref().map(|i| i.image.clone()).unwrap_or_default()
+        container
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default()
     } else {
         ctx.image_name.clone()
     };
@@ -383,7 +401,9 @@ pub(crate) mod testutil {
     }
 
     pub fn with_sc(mut c: ContainerConfig, sc: LinuxContainerSecurityContext) -> ContainerConfig {
-        c.linux.get_or_insert_with(Default::default).security_context = Some(sc);
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(sc);
         c
     }
 }
@@ -401,8 +421,14 @@ mod tests {
     #[test]
     fn builds_a_basic_spec() {
         let mut c = container(&["sleep", "1"]);
-        c.metadata = Some(ContainerMetadata { name: "app".into(), attempt: 0 });
-        c.image = Some(ImageSpec { image: "busybox:1".into(), ..Default::default() });
+        c.metadata = Some(ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        });
+        c.image = Some(ImageSpec {
+            image: "busybox:1".into(),
+            ..Default::default()
+        });
         c.annotations.insert("x".into(), "y".into());
         let s = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
@@ -413,12 +439,22 @@ mod tests {
             }),
             ..Default::default()
         };
-        let out = build(&c, &s, &ImageConfiguration::default(), &ctx(), &FakeReader::default()).unwrap();
+        let out = build(
+            &c,
+            &s,
+            &ImageConfiguration::default(),
+            &ctx(),
+            &FakeReader::default(),
+        )
+        .unwrap();
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
         let spec = out.spec;
         assert_eq!(spec.version(), OCI_VERSION);
         assert_eq!(spec.hostname().as_deref(), Some("pod-a"));
-        assert_eq!(spec.root().as_ref().unwrap().path(), &PathBuf::from("/rootfs"));
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            &PathBuf::from("/rootfs")
+        );
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
         let a = spec.annotations().as_ref().unwrap();
         assert_eq!(a[annotations::CONTAINER_TYPE], "container");
@@ -428,11 +464,17 @@ mod tests {
         assert_eq!(a[annotations::SANDBOX_NAMESPACE], "ns");
         assert_eq!(a["x"], "y");
         let linux = spec.linux().as_ref().unwrap();
-        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/kubepods/podu1/c1")));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/kubepods/podu1/c1"))
+        );
         assert!(linux.seccomp().is_none(), "unconfined by default");
         let p = spec.process().as_ref().unwrap();
         assert!(p.rlimits().is_none());
-        assert_eq!(p.args().as_ref().unwrap(), &vec!["sleep".to_string(), "1".into()]);
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &vec!["sleep".to_string(), "1".into()]
+        );
         // JSON round trip: what the executor will write as config.json.
         let json = serde_json::to_string(&spec).unwrap();
         let back: Spec = serde_json::from_str(&json).unwrap();
@@ -442,44 +484,95 @@ mod tests {
 
     #[test]
     fn privileged_container_needs_privileged_sandbox() {
-        let sc = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let sc = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
         let c = with_sc(container(&["sh"]), sc);
-        let err = build(&c, &PodSandboxConfig::default(), &ImageConfiguration::default(), &ctx(), &FakeReader::default())
-            .unwrap_err();
+        let err = build(
+            &c,
+            &PodSandboxConfig::default(),
+            &ImageConfiguration::default(),
+            &ctx(),
+            &FakeReader::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("privileged"), "{err}");
     }
 
     #[test]
     fn privileged_container_gets_everything() {
-        let sc = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let sc = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
         let c = with_sc(container(&["sh"]), sc);
         let s = PodSandboxConfig {
             linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext { privileged: true, ..Default::default() }),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    privileged: true,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
         let mut cx = ctx();
         cx.default_seccomp = SeccompDefault::RuntimeDefault;
-        let out = build(&c, &s, &ImageConfiguration::default(), &cx, &FakeReader::default()).unwrap();
+        let out = build(
+            &c,
+            &s,
+            &ImageConfiguration::default(),
+            &cx,
+            &FakeReader::default(),
+        )
+        .unwrap();
         let linux = out.spec.linux().as_ref().unwrap();
         assert!(linux.seccomp().is_none());
         assert!(linux.masked_paths().as_ref().unwrap().is_empty());
         assert!(linux.readonly_paths().as_ref().unwrap().is_empty());
-        let caps = out.spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
-        assert_eq!(caps.bounding().as_ref().unwrap().len(), all_capabilities().len());
+        let caps = out
+            .spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            caps.bounding().as_ref().unwrap().len(),
+            all_capabilities().len()
+        );
     }
 
     #[test]
     fn host_network_has_no_hostname_and_no_net_namespace() {
-        let ns = NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() };
-        let sc = LinuxContainerSecurityContext { namespace_options: Some(ns), ..Default::default() };
+        let ns = NamespaceOption {
+            network: NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        let sc = LinuxContainerSecurityContext {
+            namespace_options: Some(ns),
+            ..Default::default()
+        };
         let c = with_sc(container(&["sh"]), sc);
-        let out = build(&c, &PodSandboxConfig::default(), &ImageConfiguration::default(), &ctx(), &FakeReader::default())
-            .unwrap();
+        let out = build(
+            &c,
+            &PodSandboxConfig::default(),
+            &ImageConfiguration::default(),
+            &ctx(),
+            &FakeReader::default(),
+        )
+        .unwrap();
         assert!(out.spec.hostname().is_none());
-        let nss = out.spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        let nss = out
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap();
         assert!(!nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
     }
 
@@ -487,9 +580,22 @@ mod tests {
     fn runtime_default_seccomp_from_context() {
         let mut cx = ctx();
         cx.default_seccomp = SeccompDefault::RuntimeDefault;
-        let out = build(&container(&["sh"]), &PodSandboxConfig::default(), &ImageConfiguration::default(), &cx, &FakeReader::default())
+        let out = build(
+            &container(&["sh"]),
+            &PodSandboxConfig::default(),
+            &ImageConfiguration::default(),
+            &cx,
+            &FakeReader::default(),
+        )
+        .unwrap();
+        let sec = out
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .seccomp()
+            .clone()
             .unwrap();
-        let sec = out.spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
         assert_eq!(sec.default_action(), LinuxSeccompAction::ScmpActErrno);
     }
 }

@@ -24,8 +24,13 @@ pub const DEFAULT_MASKED_PATHS: &[&str] = &[
 ];
 
 /// containerd's read-only paths.
-pub const DEFAULT_READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Mounts plus the rootfs propagation they need.
 #[derive(Debug)]
@@ -44,7 +49,12 @@ fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Mount {
 }
 
 fn bind(dest: &str, source: &Path, readonly: bool) -> Mount {
-    let mut m = mount(dest, "bind", "", &["rbind", "rprivate", if readonly { "ro" } else { "rw" }]);
+    let mut m = mount(
+        dest,
+        "bind",
+        "",
+        &["rbind", "rprivate", if readonly { "ro" } else { "rw" }],
+    );
     m.set_source(Some(source.to_path_buf()));
     m
 }
@@ -59,20 +69,52 @@ fn default_mounts(privileged: bool, shm: Option<&Path>) -> Vec<Mount> {
     };
     let mut v = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &ro(&["nosuid", "noexec", "nodev"])),
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &ro(&["nosuid", "noexec", "nodev", "relatime"])),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &ro(&["nosuid", "noexec", "nodev"]),
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &ro(&["nosuid", "noexec", "nodev", "relatime"]),
+        ),
     ];
     v.push(match shm {
         Some(p) => bind("/dev/shm", p, false),
-        None => mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        None => mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
     });
     v
 }
@@ -93,7 +135,9 @@ fn clean(path: &str) -> PathBuf {
 }
 
 fn depth(p: &Path) -> usize {
-    p.components().filter(|c| matches!(c, Component::Normal(_))).count()
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
 }
 
 /// Builds all mounts: defaults, the sandbox's hostname/hosts/resolv.conf,
@@ -128,18 +172,27 @@ pub(crate) fn build_mounts(
         if m.image.is_some() {
             return Err(SpecError::InvalidField {
                 field: "mounts.image",
-                reason: format!("mount {}: image volumes are not supported", m.container_path),
+                reason: format!(
+                    "mount {}: image volumes are not supported",
+                    m.container_path
+                ),
             });
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
             return Err(SpecError::InvalidField {
                 field: "mounts.uid_mappings",
-                reason: format!("mount {}: id-mapped mounts are not supported", m.container_path),
+                reason: format!(
+                    "mount {}: id-mapped mounts are not supported",
+                    m.container_path
+                ),
             });
         }
         let host = PathBuf::from(&m.host_path);
         if m.host_path.is_empty() || !reader.exists(&host) {
-            return Err(SpecError::MountSourceMissing { container_path: m.container_path.clone(), host_path: host });
+            return Err(SpecError::MountSourceMissing {
+                container_path: m.container_path.clone(),
+                host_path: host,
+            });
         }
         let prop = match MountPropagation::try_from(m.propagation) {
             Ok(MountPropagation::PropagationPrivate) => "rprivate",
@@ -154,7 +207,10 @@ pub(crate) fn build_mounts(
             Err(_) => {
                 return Err(SpecError::InvalidField {
                     field: "mounts.propagation",
-                    reason: format!("mount {}: unknown propagation {}", m.container_path, m.propagation),
+                    reason: format!(
+                        "mount {}: unknown propagation {}",
+                        m.container_path, m.propagation
+                    ),
                 })
             }
         };
@@ -164,13 +220,19 @@ pub(crate) fn build_mounts(
             if !m.readonly || prop != "rprivate" {
                 return Err(SpecError::InvalidField {
                     field: "mounts.recursive_read_only",
-                    reason: format!("mount {}: needs readonly and private propagation", m.container_path),
+                    reason: format!(
+                        "mount {}: needs readonly and private propagation",
+                        m.container_path
+                    ),
                 });
             }
             if !ctx.rro_supported {
                 return Err(SpecError::InvalidField {
                     field: "mounts.recursive_read_only",
-                    reason: format!("mount {}: recursive read-only mounts are not supported by this kernel", m.container_path),
+                    reason: format!(
+                        "mount {}: recursive read-only mounts are not supported by this kernel",
+                        m.container_path
+                    ),
                 });
             }
             opts.push("rro".into());
@@ -187,12 +249,17 @@ pub(crate) fn build_mounts(
         mounts.push(om);
     }
     mounts.sort_by_key(|m| depth(m.destination()));
-    Ok(Mounts { mounts, rootfs_propagation: propagation.map(str::to_string) })
+    Ok(Mounts {
+        mounts,
+        rootfs_propagation: propagation.map(str::to_string),
+    })
 }
 
 /// Masked and read-only paths: CRI lists when set, else the defaults;
 /// privileged containers get neither.
-pub(crate) fn masked_and_readonly(sc: &LinuxContainerSecurityContext) -> (Vec<String>, Vec<String>) {
+pub(crate) fn masked_and_readonly(
+    sc: &LinuxContainerSecurityContext,
+) -> (Vec<String>, Vec<String>) {
     if sc.privileged {
         return (Vec::new(), Vec::new());
     }
@@ -203,7 +270,10 @@ pub(crate) fn masked_and_readonly(sc: &LinuxContainerSecurityContext) -> (Vec<St
             cri.to_vec()
         }
     };
-    (pick(&sc.masked_paths, DEFAULT_MASKED_PATHS), pick(&sc.readonly_paths, DEFAULT_READONLY_PATHS))
+    (
+        pick(&sc.masked_paths, DEFAULT_MASKED_PATHS),
+        pick(&sc.readonly_paths, DEFAULT_READONLY_PATHS),
+    )
 }
 
 /// Device nodes and device cgroup rules.
@@ -213,7 +283,13 @@ pub(crate) struct Devices {
     pub cgroup_rules: Vec<LinuxDeviceCgroup>,
 }
 
-fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+fn rule(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
     let mut r = LinuxDeviceCgroup::default();
     r.set_allow(allow);
     r.set_typ(Some(typ));
@@ -264,27 +340,56 @@ pub(crate) fn build_devices(
     let mut nodes = Vec::new();
     let mut rules = default_device_rules();
     if privileged {
-        let host = reader.host_devices().map_err(|source| SpecError::Read { path: "/dev".into(), source })?;
+        let host = reader.host_devices().map_err(|source| SpecError::Read {
+            path: "/dev".into(),
+            source,
+        })?;
         nodes.extend(host.iter().map(|n| linux_device(n.path.clone(), n)));
         rules = vec![rule(true, LinuxDeviceType::A, None, None, "rwm")];
     }
     for d in &container.devices {
         let host = PathBuf::from(&d.host_path);
-        let perms = if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() };
+        let perms = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
         if perms.chars().any(|c| !matches!(c, 'r' | 'w' | 'm')) {
-            return Err(SpecError::Device { host_path: host, reason: format!("invalid permissions {perms:?}") });
+            return Err(SpecError::Device {
+                host_path: host,
+                reason: format!("invalid permissions {perms:?}"),
+            });
         }
-        let node = reader.device(&host).map_err(|e| SpecError::Device { host_path: host.clone(), reason: e.to_string() })?;
-        let dest = if d.container_path.is_empty() { host.clone() } else { PathBuf::from(&d.container_path) };
+        let node = reader.device(&host).map_err(|e| SpecError::Device {
+            host_path: host.clone(),
+            reason: e.to_string(),
+        })?;
+        let dest = if d.container_path.is_empty() {
+            host.clone()
+        } else {
+            PathBuf::from(&d.container_path)
+        };
         if !dest.is_absolute() {
-            return Err(SpecError::Device { host_path: host, reason: format!("container path {dest:?} is not absolute") });
+            return Err(SpecError::Device {
+                host_path: host,
+                reason: format!("container path {dest:?} is not absolute"),
+            });
         }
         // A CRI device replaces a host one at the same path.
         nodes.retain(|n: &LinuxDevice| n.path() != &dest);
         nodes.push(linux_device(dest, &node));
-        rules.push(rule(true, node.kind, Some(node.major), Some(node.minor), perms));
+        rules.push(rule(
+            true,
+            node.kind,
+            Some(node.major),
+            Some(node.minor),
+            perms,
+        ));
     }
-    Ok(Devices { nodes, cgroup_rules: rules })
+    Ok(Devices {
+        nodes,
+        cgroup_rules: rules,
+    })
 }
 
 #[cfg(test)]
@@ -305,12 +410,18 @@ mod tests {
     }
 
     fn build(mounts: Vec<CriMount>, reader: &FakeReader) -> Result<Mounts, SpecError> {
-        let c = ContainerConfig { mounts, ..Default::default() };
+        let c = ContainerConfig {
+            mounts,
+            ..Default::default()
+        };
         build_mounts(&c, &Default::default(), &ctx(), reader)
     }
 
     fn find<'a>(m: &'a Mounts, dest: &str) -> &'a Mount {
-        m.mounts.iter().find(|x| x.destination() == Path::new(dest)).unwrap()
+        m.mounts
+            .iter()
+            .find(|x| x.destination() == Path::new(dest))
+            .unwrap()
     }
 
     fn opts(m: &Mount) -> Vec<String> {
@@ -320,8 +431,20 @@ mod tests {
     #[test]
     fn defaults() {
         let m = build(vec![], &FakeReader::default()).unwrap();
-        let dests: Vec<_> = m.mounts.iter().map(|x| x.destination().to_str().unwrap().to_string()).collect();
-        for d in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"] {
+        let dests: Vec<_> = m
+            .mounts
+            .iter()
+            .map(|x| x.destination().to_str().unwrap().to_string())
+            .collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+        ] {
             assert!(dests.contains(&d.to_string()), "{d} in {dests:?}");
         }
         assert!(opts(find(&m, "/dev")).contains(&"size=65536k".to_string()));
@@ -330,7 +453,10 @@ mod tests {
         assert!(opts(find(&m, "/sys/fs/cgroup")).contains(&"ro".to_string()));
         let shm = find(&m, "/dev/shm");
         assert_eq!(shm.typ().as_deref(), Some("bind"));
-        assert_eq!(shm.source().as_deref(), Some(Path::new("/run/berth/s1/shm")));
+        assert_eq!(
+            shm.source().as_deref(),
+            Some(Path::new("/run/berth/s1/shm"))
+        );
         assert!(m.rootfs_propagation.is_none());
     }
 
@@ -338,39 +464,94 @@ mod tests {
     fn own_shm_without_sandbox_shm() {
         let mut cx = ctx();
         cx.sandbox_shm = None;
-        let m = build_mounts(&ContainerConfig::default(), &Default::default(), &cx, &FakeReader::default()).unwrap();
+        let m = build_mounts(
+            &ContainerConfig::default(),
+            &Default::default(),
+            &cx,
+            &FakeReader::default(),
+        )
+        .unwrap();
         let shm = find(&m, "/dev/shm");
         assert_eq!(shm.typ().as_deref(), Some("tmpfs"));
     }
 
     #[test]
     fn privileged_sysfs_and_cgroup_are_rw() {
-        let sc = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
-        let m = build_mounts(&ContainerConfig::default(), &sc, &ctx(), &FakeReader::default()).unwrap();
+        let sc = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        let m = build_mounts(
+            &ContainerConfig::default(),
+            &sc,
+            &ctx(),
+            &FakeReader::default(),
+        )
+        .unwrap();
         assert!(opts(find(&m, "/sys")).contains(&"rw".to_string()));
         assert!(!opts(find(&m, "/sys/fs/cgroup")).contains(&"ro".to_string()));
     }
 
     #[test]
     fn propagation_mapping() {
-        let r = FakeReader::default().with_path("/a").with_path("/b").with_path("/c");
-        let m = build(vec![cri_mount("/a", "/a", false, MountPropagation::PropagationPrivate)], &r).unwrap();
+        let r = FakeReader::default()
+            .with_path("/a")
+            .with_path("/b")
+            .with_path("/c");
+        let m = build(
+            vec![cri_mount(
+                "/a",
+                "/a",
+                false,
+                MountPropagation::PropagationPrivate,
+            )],
+            &r,
+        )
+        .unwrap();
         assert_eq!(opts(find(&m, "/a")), vec!["rbind", "rprivate", "rw"]);
         assert!(m.rootfs_propagation.is_none());
 
-        let m = build(vec![cri_mount("/b", "/b", true, MountPropagation::PropagationHostToContainer)], &r).unwrap();
+        let m = build(
+            vec![cri_mount(
+                "/b",
+                "/b",
+                true,
+                MountPropagation::PropagationHostToContainer,
+            )],
+            &r,
+        )
+        .unwrap();
         assert_eq!(opts(find(&m, "/b")), vec!["rbind", "rslave", "ro"]);
         assert_eq!(m.rootfs_propagation.as_deref(), Some("rslave"));
 
-        let m = build(vec![cri_mount("/c", "/c", false, MountPropagation::PropagationBidirectional)], &r).unwrap();
+        let m = build(
+            vec![cri_mount(
+                "/c",
+                "/c",
+                false,
+                MountPropagation::PropagationBidirectional,
+            )],
+            &r,
+        )
+        .unwrap();
         assert_eq!(opts(find(&m, "/c")), vec!["rbind", "rshared", "rw"]);
         assert_eq!(m.rootfs_propagation.as_deref(), Some("rshared"));
 
         // rshared is kept when a later mount only needs rslave.
         let m = build(
             vec![
-                cri_mount("/c", "/c", false, MountPropagation::PropagationBidirectional),
-                cri_mount("/b", "/b", false, MountPropagation::PropagationHostToContainer),
+                cri_mount(
+                    "/c",
+                    "/c",
+                    false,
+                    MountPropagation::PropagationBidirectional,
+                ),
+                cri_mount(
+                    "/b",
+                    "/b",
+                    false,
+                    MountPropagation::PropagationHostToContainer,
+                ),
             ],
             &r,
         )
@@ -380,35 +561,77 @@ mod tests {
 
     #[test]
     fn missing_source_is_an_error_naming_it() {
-        let err = build(vec![cri_mount("/data", "/srv/missing", false, MountPropagation::PropagationPrivate)], &FakeReader::default())
-            .unwrap_err();
+        let err = build(
+            vec![cri_mount(
+                "/data",
+                "/srv/missing",
+                false,
+                MountPropagation::PropagationPrivate,
+            )],
+            &FakeReader::default(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/srv/missing") && msg.contains("/data"), "{msg}");
+        assert!(
+            msg.contains("/srv/missing") && msg.contains("/data"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn relative_container_path_is_rejected() {
         let r = FakeReader::default().with_path("/a");
-        let err = build(vec![cri_mount("data", "/a", false, MountPropagation::PropagationPrivate)], &r).unwrap_err();
+        let err = build(
+            vec![cri_mount(
+                "data",
+                "/a",
+                false,
+                MountPropagation::PropagationPrivate,
+            )],
+            &r,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("container_path"));
     }
 
     #[test]
     fn cri_mount_overrides_default_and_sorts_parents_first() {
-        let r = FakeReader::default().with_path("/host/shm").with_path("/v").with_path("/v2");
+        let r = FakeReader::default()
+            .with_path("/host/shm")
+            .with_path("/v")
+            .with_path("/v2");
         let m = build(
             vec![
-                cri_mount("/data/sub", "/v2", false, MountPropagation::PropagationPrivate),
-                cri_mount("/dev/shm/", "/host/shm", false, MountPropagation::PropagationPrivate),
+                cri_mount(
+                    "/data/sub",
+                    "/v2",
+                    false,
+                    MountPropagation::PropagationPrivate,
+                ),
+                cri_mount(
+                    "/dev/shm/",
+                    "/host/shm",
+                    false,
+                    MountPropagation::PropagationPrivate,
+                ),
                 cri_mount("/data", "/v", false, MountPropagation::PropagationPrivate),
             ],
             &r,
         )
         .unwrap();
-        let shms: Vec<_> = m.mounts.iter().filter(|x| x.destination() == Path::new("/dev/shm")).collect();
+        let shms: Vec<_> = m
+            .mounts
+            .iter()
+            .filter(|x| x.destination() == Path::new("/dev/shm"))
+            .collect();
         assert_eq!(shms.len(), 1);
         assert_eq!(shms[0].source().as_deref(), Some(Path::new("/host/shm")));
-        let pos = |d: &str| m.mounts.iter().position(|x| x.destination() == Path::new(d)).unwrap();
+        let pos = |d: &str| {
+            m.mounts
+                .iter()
+                .position(|x| x.destination() == Path::new(d))
+                .unwrap()
+        };
         assert!(pos("/data") < pos("/data/sub"));
         assert!(pos("/dev") < pos("/dev/shm"));
         assert!(pos("/sys") < pos("/sys/fs/cgroup"));
@@ -419,14 +642,20 @@ mod tests {
         let r = FakeReader::default().with_path("/a");
         let mut m = cri_mount("/a", "/a", true, MountPropagation::PropagationPrivate);
         m.recursive_read_only = true;
-        let c = ContainerConfig { mounts: vec![m.clone()], ..Default::default() };
+        let c = ContainerConfig {
+            mounts: vec![m.clone()],
+            ..Default::default()
+        };
         assert!(build_mounts(&c, &Default::default(), &ctx(), &r).is_err());
         let mut cx = ctx();
         cx.rro_supported = true;
         let out = build_mounts(&c, &Default::default(), &cx, &r).unwrap();
         assert_eq!(opts(find(&out, "/a")), vec!["rbind", "rprivate", "rro"]);
         m.readonly = false;
-        let c = ContainerConfig { mounts: vec![m], ..Default::default() };
+        let c = ContainerConfig {
+            mounts: vec![m],
+            ..Default::default()
+        };
         assert!(build_mounts(&c, &Default::default(), &cx, &r).is_err());
     }
 
@@ -437,12 +666,23 @@ mod tests {
         cx.sandbox_resolv_conf = Some("/run/s1/resolv.conf".into());
         let r = FakeReader::default().with_path("/kubelet/hosts");
         let c = ContainerConfig {
-            mounts: vec![cri_mount("/etc/hosts", "/kubelet/hosts", false, MountPropagation::PropagationPrivate)],
+            mounts: vec![cri_mount(
+                "/etc/hosts",
+                "/kubelet/hosts",
+                false,
+                MountPropagation::PropagationPrivate,
+            )],
             ..Default::default()
         };
-        let sc = LinuxContainerSecurityContext { readonly_rootfs: true, ..Default::default() };
+        let sc = LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        };
         let m = build_mounts(&c, &sc, &cx, &r).unwrap();
-        assert_eq!(find(&m, "/etc/hosts").source().as_deref(), Some(Path::new("/kubelet/hosts")));
+        assert_eq!(
+            find(&m, "/etc/hosts").source().as_deref(),
+            Some(Path::new("/kubelet/hosts"))
+        );
         let rc = find(&m, "/etc/resolv.conf");
         assert!(opts(rc).contains(&"ro".to_string()));
     }
@@ -459,21 +699,41 @@ mod tests {
             readonly_paths: vec!["/proc/y".into()],
             ..Default::default()
         };
-        assert_eq!(masked_and_readonly(&sc), (vec!["/proc/x".to_string()], vec!["/proc/y".to_string()]));
-        let p = LinuxContainerSecurityContext { privileged: true, ..sc };
+        assert_eq!(
+            masked_and_readonly(&sc),
+            (vec!["/proc/x".to_string()], vec!["/proc/y".to_string()])
+        );
+        let p = LinuxContainerSecurityContext {
+            privileged: true,
+            ..sc
+        };
         assert_eq!(masked_and_readonly(&p), (vec![], vec![]));
     }
 
     fn node(path: &str, major: i64, minor: i64) -> DeviceNode {
-        DeviceNode { path: path.into(), kind: LinuxDeviceType::C, major, minor, file_mode: 0o666, uid: 0, gid: 0 }
+        DeviceNode {
+            path: path.into(),
+            kind: LinuxDeviceType::C,
+            major,
+            minor,
+            file_mode: 0o666,
+            uid: 0,
+            gid: 0,
+        }
     }
 
     #[test]
     fn cri_devices() {
-        let mut r = FakeReader::default();
-        r.devices = vec![node("/dev/fuse", 10, 229)];
+        let r = FakeReader {
+            devices: vec![node("/dev/fuse", 10, 229)],
+            ..Default::default()
+        };
         let c = ContainerConfig {
-            devices: vec![Device { container_path: "/dev/myfuse".into(), host_path: "/dev/fuse".into(), permissions: "rw".into() }],
+            devices: vec![Device {
+                container_path: "/dev/myfuse".into(),
+                host_path: "/dev/fuse".into(),
+                permissions: "rw".into(),
+            }],
             ..Default::default()
         };
         let d = build_devices(&c, false, &r).unwrap();
@@ -485,18 +745,35 @@ mod tests {
         let last = d.cgroup_rules.last().unwrap();
         assert_eq!(last.to_string(), "c 10:229 rw");
         let rules: Vec<String> = d.cgroup_rules.iter().map(|r| r.to_string()).collect();
-        for want in ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"] {
+        for want in [
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:2 rwm",
+            "c 136:* rwm",
+        ] {
             assert!(rules.contains(&want.to_string()), "{want} in {rules:?}");
         }
 
         let bad = ContainerConfig {
-            devices: vec![Device { container_path: "/dev/x".into(), host_path: "/dev/nope".into(), permissions: "rwm".into() }],
+            devices: vec![Device {
+                container_path: "/dev/x".into(),
+                host_path: "/dev/nope".into(),
+                permissions: "rwm".into(),
+            }],
             ..Default::default()
         };
         let err = build_devices(&bad, false, &r).err().unwrap();
         assert!(err.to_string().contains("/dev/nope"));
         let bad = ContainerConfig {
-            devices: vec![Device { container_path: "/dev/x".into(), host_path: "/dev/fuse".into(), permissions: "rwx".into() }],
+            devices: vec![Device {
+                container_path: "/dev/x".into(),
+                host_path: "/dev/fuse".into(),
+                permissions: "rwx".into(),
+            }],
             ..Default::default()
         };
         assert!(build_devices(&bad, false, &r).is_err());
@@ -504,8 +781,10 @@ mod tests {
 
     #[test]
     fn privileged_gets_all_host_devices() {
-        let mut r = FakeReader::default();
-        r.devices = vec![node("/dev/null", 1, 3), node("/dev/sda", 8, 0)];
+        let r = FakeReader {
+            devices: vec![node("/dev/null", 1, 3), node("/dev/sda", 8, 0)],
+            ..Default::default()
+        };
         let d = build_devices(&ContainerConfig::default(), true, &r).unwrap();
         assert_eq!(d.nodes.len(), 2);
         assert_eq!(d.cgroup_rules.len(), 1);

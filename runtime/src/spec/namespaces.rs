@@ -4,14 +4,19 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use cri_proto::v1::{LinuxContainerSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig};
+use cri_proto::v1::{
+    LinuxContainerSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
 use super::{SpecContext, SpecError};
 
 /// The container's namespace options, else the sandbox's (kubelet copies
 /// the pod's into each container, but be lenient).
-pub(crate) fn effective_options(sc: &LinuxContainerSecurityContext, sandbox: &PodSandboxConfig) -> NamespaceOption {
+pub(crate) fn effective_options(
+    sc: &LinuxContainerSecurityContext,
+    sandbox: &PodSandboxConfig,
+) -> NamespaceOption {
     sc.namespace_options
         .clone()
         .or_else(|| {
@@ -25,7 +30,8 @@ pub(crate) fn effective_options(sc: &LinuxContainerSecurityContext, sandbox: &Po
 }
 
 fn mode(v: i32) -> Result<NamespaceMode, SpecError> {
-    NamespaceMode::try_from(v).map_err(|_| SpecError::Namespace(format!("unknown namespace mode {v}")))
+    NamespaceMode::try_from(v)
+        .map_err(|_| SpecError::Namespace(format!("unknown namespace mode {v}")))
 }
 
 pub(crate) fn host_network(o: &NamespaceOption) -> bool {
@@ -43,20 +49,27 @@ fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
 fn join(typ: LinuxNamespaceType, path: &Option<PathBuf>) -> Result<LinuxNamespace, SpecError> {
     match path {
         Some(p) => Ok(ns(typ, Some(p.clone()))),
-        None => Err(SpecError::Namespace(format!("no sandbox {typ} namespace path to join"))),
+        None => Err(SpecError::Namespace(format!(
+            "no sandbox {typ} namespace path to join"
+        ))),
     }
 }
 
 /// network/ipc/uts: the sandbox's unless NODE (host: no entry).
 /// pid: POD → sandbox's, CONTAINER → new, NODE → host, TARGET → the target
 /// container's. mount: always new. cgroup: new on cgroup v2.
-pub(crate) fn build_namespaces(o: &NamespaceOption, ctx: &SpecContext) -> Result<Vec<LinuxNamespace>, SpecError> {
+pub(crate) fn build_namespaces(
+    o: &NamespaceOption,
+    ctx: &SpecContext,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
     let sb = &ctx.sandbox_namespaces;
     let mut out = Vec::new();
 
     if let Some(u) = &o.userns_options {
         if u.mode != NamespaceMode::Node as i32 {
-            return Err(SpecError::Namespace("user namespaces are not supported".into()));
+            return Err(SpecError::Namespace(
+                "user namespaces are not supported".into(),
+            ));
         }
     }
     match mode(o.network)? {
@@ -66,12 +79,20 @@ pub(crate) fn build_namespaces(o: &NamespaceOption, ctx: &SpecContext) -> Result
             // UTS follows the network namespace, as in containerd.
             out.push(join(LinuxNamespaceType::Uts, &sb.uts)?);
         }
-        m => return Err(SpecError::Namespace(format!("network mode {m:?} is not supported"))),
+        m => {
+            return Err(SpecError::Namespace(format!(
+                "network mode {m:?} is not supported"
+            )))
+        }
     }
     match mode(o.ipc)? {
         NamespaceMode::Node => {}
         NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Ipc, &sb.ipc)?),
-        m => return Err(SpecError::Namespace(format!("ipc mode {m:?} is not supported"))),
+        m => {
+            return Err(SpecError::Namespace(format!(
+                "ipc mode {m:?} is not supported"
+            )))
+        }
     }
     match mode(o.pid)? {
         NamespaceMode::Node => {}
@@ -79,9 +100,15 @@ pub(crate) fn build_namespaces(o: &NamespaceOption, ctx: &SpecContext) -> Result
         NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Target => {
             let pid = ctx.target_pid.ok_or_else(|| {
-                SpecError::Namespace(format!("pid mode TARGET ({:?}) but no target pid in the context", o.target_id))
+                SpecError::Namespace(format!(
+                    "pid mode TARGET ({:?}) but no target pid in the context",
+                    o.target_id
+                ))
             })?;
-            out.push(ns(LinuxNamespaceType::Pid, Some(format!("/proc/{pid}/ns/pid").into())));
+            out.push(ns(
+                LinuxNamespaceType::Pid,
+                Some(format!("/proc/{pid}/ns/pid").into()),
+            ));
         }
     }
     out.push(ns(LinuxNamespaceType::Mount, None));
@@ -123,12 +150,20 @@ fn normalize_sysctl(key: &str) -> String {
 
 /// The pod's sysctls, accepted only if namespaced and not in a namespace
 /// shared with the host.
-pub(crate) fn build_sysctls(sandbox: &PodSandboxConfig, o: &NamespaceOption) -> Result<HashMap<String, String>, SpecError> {
+pub(crate) fn build_sysctls(
+    sandbox: &PodSandboxConfig,
+    o: &NamespaceOption,
+) -> Result<HashMap<String, String>, SpecError> {
     let mut out = HashMap::new();
-    let Some(l) = &sandbox.linux else { return Ok(out) };
+    let Some(l) = &sandbox.linux else {
+        return Ok(out);
+    };
     for (k, v) in &l.sysctls {
         let key = normalize_sysctl(k);
-        let err = |reason: &str| SpecError::Sysctl { key: k.clone(), reason: reason.to_string() };
+        let err = |reason: &str| SpecError::Sysctl {
+            key: k.clone(),
+            reason: reason.to_string(),
+        };
         match sysctl_namespace(&key) {
             None => return Err(err("not a namespaced sysctl; only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* are allowed")),
             Some(LinuxNamespaceType::Network) if host_network(o) => {
@@ -152,7 +187,12 @@ mod tests {
     use std::path::Path;
 
     fn opts(net: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) -> NamespaceOption {
-        NamespaceOption { network: net as i32, pid: pid as i32, ipc: ipc as i32, ..Default::default() }
+        NamespaceOption {
+            network: net as i32,
+            pid: pid as i32,
+            ipc: ipc as i32,
+            ..Default::default()
+        }
     }
 
     fn find(v: &[LinuxNamespace], t: LinuxNamespaceType) -> Option<&LinuxNamespace> {
@@ -167,13 +207,28 @@ mod tests {
     fn pod_mode_joins_sandbox() {
         use NamespaceMode::*;
         let v = build_namespaces(&opts(Pod, Pod, Pod), &ctx()).unwrap();
-        assert_eq!(path(&v, LinuxNamespaceType::Network), Some(Path::new("/proc/42/ns/net")));
-        assert_eq!(path(&v, LinuxNamespaceType::Ipc), Some(Path::new("/proc/42/ns/ipc")));
-        assert_eq!(path(&v, LinuxNamespaceType::Uts), Some(Path::new("/proc/42/ns/uts")));
-        assert_eq!(path(&v, LinuxNamespaceType::Pid), Some(Path::new("/proc/42/ns/pid")));
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Network),
+            Some(Path::new("/proc/42/ns/net"))
+        );
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Ipc),
+            Some(Path::new("/proc/42/ns/ipc"))
+        );
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Uts),
+            Some(Path::new("/proc/42/ns/uts"))
+        );
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Pid),
+            Some(Path::new("/proc/42/ns/pid"))
+        );
         let mnt = find(&v, LinuxNamespaceType::Mount).unwrap();
         assert!(mnt.path().is_none());
-        assert!(find(&v, LinuxNamespaceType::Cgroup).unwrap().path().is_none());
+        assert!(find(&v, LinuxNamespaceType::Cgroup)
+            .unwrap()
+            .path()
+            .is_none());
     }
 
     #[test]
@@ -199,7 +254,10 @@ mod tests {
         let mut cx = ctx();
         cx.target_pid = Some(777);
         let v = build_namespaces(&o, &cx).unwrap();
-        assert_eq!(path(&v, LinuxNamespaceType::Pid), Some(Path::new("/proc/777/ns/pid")));
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Pid),
+            Some(Path::new("/proc/777/ns/pid"))
+        );
     }
 
     #[test]
@@ -215,7 +273,10 @@ mod tests {
         let mut cx = ctx();
         cx.sandbox_namespaces.net = Some("/run/netns/cni-1".into());
         let v = build_namespaces(&NamespaceOption::default(), &cx).unwrap();
-        assert_eq!(path(&v, LinuxNamespaceType::Network), Some(Path::new("/run/netns/cni-1")));
+        assert_eq!(
+            path(&v, LinuxNamespaceType::Network),
+            Some(Path::new("/run/netns/cni-1"))
+        );
         cx.sandbox_namespaces.ipc = None;
         assert!(build_namespaces(&NamespaceOption::default(), &cx).is_err());
     }
@@ -223,7 +284,10 @@ mod tests {
     #[test]
     fn user_namespaces_refused() {
         let o = NamespaceOption {
-            userns_options: Some(UserNamespace { mode: NamespaceMode::Pod as i32, ..Default::default() }),
+            userns_options: Some(UserNamespace {
+                mode: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert!(build_namespaces(&o, &ctx()).is_err());
@@ -232,8 +296,14 @@ mod tests {
     fn sandbox(sysctls: &[(&str, &str)], o: NamespaceOption) -> PodSandboxConfig {
         PodSandboxConfig {
             linux: Some(LinuxPodSandboxConfig {
-                sysctls: sysctls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                security_context: Some(LinuxSandboxSecurityContext { namespace_options: Some(o), ..Default::default() }),
+                sysctls: sysctls
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(o),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -256,22 +326,45 @@ mod tests {
         assert_eq!(out.len(), 6);
         assert_eq!(out["net.ipv4.conf.eth0/100.rp_filter"], "0");
 
-        let err = build_sysctls(&sandbox(&[("kernel.pid_max", "1")], opts(Pod, Pod, Pod)), &opts(Pod, Pod, Pod)).unwrap_err();
+        let err = build_sysctls(
+            &sandbox(&[("kernel.pid_max", "1")], opts(Pod, Pod, Pod)),
+            &opts(Pod, Pod, Pod),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("kernel.pid_max"));
-        assert!(build_sysctls(&sandbox(&[("vm.swappiness", "1")], opts(Pod, Pod, Pod)), &opts(Pod, Pod, Pod)).is_err());
+        assert!(build_sysctls(
+            &sandbox(&[("vm.swappiness", "1")], opts(Pod, Pod, Pod)),
+            &opts(Pod, Pod, Pod)
+        )
+        .is_err());
 
         let host_net = opts(Node, Pod, Pod);
-        let err = build_sysctls(&sandbox(&[("net.core.somaxconn", "1")], host_net.clone()), &host_net).unwrap_err();
+        let err = build_sysctls(
+            &sandbox(&[("net.core.somaxconn", "1")], host_net.clone()),
+            &host_net,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("host network"), "{err}");
         // IPC sysctls are fine with host network.
-        assert!(build_sysctls(&sandbox(&[("kernel.shmmax", "1")], host_net.clone()), &host_net).is_ok());
+        assert!(build_sysctls(
+            &sandbox(&[("kernel.shmmax", "1")], host_net.clone()),
+            &host_net
+        )
+        .is_ok());
         let host_ipc = opts(Pod, Pod, Node);
-        assert!(build_sysctls(&sandbox(&[("kernel.shmmax", "1")], host_ipc.clone()), &host_ipc).is_err());
+        assert!(build_sysctls(
+            &sandbox(&[("kernel.shmmax", "1")], host_ipc.clone()),
+            &host_ipc
+        )
+        .is_err());
     }
 
     #[test]
     fn options_fall_back_to_sandbox() {
-        let s = sandbox(&[], opts(NamespaceMode::Node, NamespaceMode::Pod, NamespaceMode::Pod));
+        let s = sandbox(
+            &[],
+            opts(NamespaceMode::Node, NamespaceMode::Pod, NamespaceMode::Pod),
+        );
         let o = effective_options(&Default::default(), &s);
         assert!(host_network(&o));
     }

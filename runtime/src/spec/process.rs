@@ -10,7 +10,8 @@ use super::user::resolve_user;
 use super::{HostReader, SpecContext, SpecError, Warning};
 
 /// PATH for images that set none (containerd's default).
-pub const DEFAULT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Kubernetes' rules: `command` replaces the image Entrypoint and drops its
 /// Cmd; `args` alone replace Cmd; neither → Entrypoint + Cmd.
@@ -67,7 +68,11 @@ pub(crate) fn merge_env(
 }
 
 /// Clamps oom_score_adj into `[min_allowed, 1000]`, warning when it moves.
-pub(crate) fn clamp_oom_score_adj(requested: i64, min_allowed: i32, warnings: &mut Vec<Warning>) -> i32 {
+pub(crate) fn clamp_oom_score_adj(
+    requested: i64,
+    min_allowed: i32,
+    warnings: &mut Vec<Warning>,
+) -> i32 {
     let lo = i64::from(min_allowed.clamp(-1000, 1000));
     let v = requested.clamp(lo, 1000);
     if v != requested {
@@ -90,7 +95,10 @@ fn apparmor_profile(
             Ok(ProfileType::RuntimeDefault) => Some(None),
             Ok(ProfileType::Unconfined) => None,
             Ok(ProfileType::Localhost) => {
-                let name = p.localhost_ref.strip_prefix("localhost/").unwrap_or(&p.localhost_ref);
+                let name = p
+                    .localhost_ref
+                    .strip_prefix("localhost/")
+                    .unwrap_or(&p.localhost_ref);
                 if name.is_empty() {
                     return Err(SpecError::InvalidField {
                         field: "security_context.apparmor.localhost_ref",
@@ -126,7 +134,9 @@ fn apparmor_profile(
     if !ctx.apparmor_enabled {
         // Only an explicit profile is worth a warning.
         if let Some(n) = name {
-            warnings.push(Warning(format!("AppArmor is not enabled on this host; profile {n:?} ignored")));
+            warnings.push(Warning(format!(
+                "AppArmor is not enabled on this host; profile {n:?} ignored"
+            )));
         }
         return Ok(None);
     }
@@ -158,7 +168,10 @@ pub(crate) fn build_process(
     let mut cri_env = Vec::with_capacity(container.envs.len());
     for kv in &container.envs {
         if kv.key.is_empty() || kv.key.contains('=') {
-            return Err(SpecError::InvalidField { field: "envs", reason: format!("invalid variable name {:?}", kv.key) });
+            return Err(SpecError::InvalidField {
+                field: "envs",
+                reason: format!("invalid variable name {:?}", kv.key),
+            });
         }
         let value = String::from_utf8(kv.value.clone()).map_err(|_| SpecError::InvalidField {
             field: "envs",
@@ -166,18 +179,33 @@ pub(crate) fn build_process(
         })?;
         cri_env.push((kv.key.clone(), value));
     }
-    let env = merge_env(&ctx.sandbox_hostname, icfg.env().as_ref().unwrap_or(&empty), &cri_env);
+    let env = merge_env(
+        &ctx.sandbox_hostname,
+        icfg.env().as_ref().unwrap_or(&empty),
+        &cri_env,
+    );
 
     let cwd = if !container.working_dir.is_empty() {
         container.working_dir.clone()
     } else {
-        icfg.working_dir().clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+        icfg.working_dir()
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
     };
     if !cwd.starts_with('/') {
-        return Err(SpecError::InvalidField { field: "working_dir", reason: format!("{cwd:?} is not absolute") });
+        return Err(SpecError::InvalidField {
+            field: "working_dir",
+            reason: format!("{cwd:?} is not absolute"),
+        });
     }
 
-    let resolved = resolve_user(sc, icfg.user().as_deref().unwrap_or(""), &ctx.rootfs, reader)?;
+    let resolved = resolve_user(
+        sc,
+        icfg.user().as_deref().unwrap_or(""),
+        &ctx.rootfs,
+        reader,
+    )?;
     let mut user = User::default();
     user.set_uid(resolved.uid);
     user.set_gid(resolved.gid);
@@ -198,7 +226,11 @@ pub(crate) fn build_process(
     p.set_user(user);
     p.set_rlimits(None);
     p.set_no_new_privileges(Some(sc.no_new_privs));
-    p.set_oom_score_adj(Some(clamp_oom_score_adj(oom, ctx.min_oom_score_adj, warnings)));
+    p.set_oom_score_adj(Some(clamp_oom_score_adj(
+        oom,
+        ctx.min_oom_score_adj,
+        warnings,
+    )));
     p.set_apparmor_profile(apparmor_profile(sc, ctx, warnings)?);
     p.set_selinux_label(None);
     p.set_capabilities(None);
@@ -221,7 +253,14 @@ mod tests {
         let ep = v(&["/ep"]);
         let cmd = v(&["cmd-arg"]);
         // (command, args, entrypoint, cmd) → expected
-        let table: &[(&[&str], &[&str], &[String], &[String], &[&str])] = &[
+        type Row<'a> = (
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [String],
+            &'a [String],
+            &'a [&'a str],
+        );
+        let table: &[Row] = &[
             (&[], &[], &ep, &cmd, &["/ep", "cmd-arg"]),
             (&["/c"], &[], &ep, &cmd, &["/c"]),
             (&["/c"], &["a"], &ep, &cmd, &["/c", "a"]),
@@ -235,7 +274,10 @@ mod tests {
             let got = merge_args(&v(command), &v(args), e, c).unwrap();
             assert_eq!(got, v(want), "command={command:?} args={args:?}");
         }
-        assert!(matches!(merge_args(&[], &[], &[], &[]), Err(SpecError::EmptyCommand)));
+        assert!(matches!(
+            merge_args(&[], &[], &[], &[]),
+            Err(SpecError::EmptyCommand)
+        ));
     }
 
     #[test]
@@ -243,9 +285,16 @@ mod tests {
         let env = merge_env(
             "pod-a",
             &v(&["PATH=/img/bin", "A=1", "B=2", "NOEQ"]),
-            &[("B".into(), "cri".into()), ("C".into(), "3".into()), ("HOSTNAME".into(), "x".into())],
+            &[
+                ("B".into(), "cri".into()),
+                ("C".into(), "3".into()),
+                ("HOSTNAME".into(), "x".into()),
+            ],
         );
-        assert_eq!(env, v(&["PATH=/img/bin", "HOSTNAME=x", "A=1", "B=cri", "NOEQ", "C=3"]));
+        assert_eq!(
+            env,
+            v(&["PATH=/img/bin", "HOSTNAME=x", "A=1", "B=cri", "NOEQ", "C=3"])
+        );
         let env = merge_env("", &[], &[]);
         assert_eq!(env, v(&[DEFAULT_PATH_ENV]));
     }
@@ -271,7 +320,10 @@ mod tests {
             .user(user.to_string())
             .build()
             .unwrap();
-        ImageConfigurationBuilder::default().config(cfg).build().unwrap()
+        ImageConfigurationBuilder::default()
+            .config(cfg)
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -279,22 +331,33 @@ mod tests {
         let img = image(&["/bin/app"], &["--serve"], &["A=img"], "/srv", "alice");
         let c = ContainerConfig {
             args: v(&["--debug"]),
-            envs: vec![KeyValue { key: "A".into(), value: b"cri".to_vec() }],
+            envs: vec![KeyValue {
+                key: "A".into(),
+                value: b"cri".to_vec(),
+            }],
             tty: true,
             linux: Some(LinuxContainerConfig {
-                resources: Some(LinuxContainerResources { oom_score_adj: -999, ..Default::default() }),
+                resources: Some(LinuxContainerResources {
+                    oom_score_adj: -999,
+                    ..Default::default()
+                }),
                 security_context: None,
             }),
             ..Default::default()
         };
-        let r = FakeReader::default().with_file("/rootfs/etc/passwd", "alice:x:1000:1000::/:/bin/sh\n");
+        let r =
+            FakeReader::default().with_file("/rootfs/etc/passwd", "alice:x:1000:1000::/:/bin/sh\n");
         let mut cx = ctx();
         cx.min_oom_score_adj = -900;
         let mut w = Vec::new();
         let p = build_process(&c, &Default::default(), &img, &cx, &r, &mut w).unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &v(&["/bin/app", "--debug"]));
         assert!(p.env().as_ref().unwrap().contains(&"A=cri".to_string()));
-        assert!(p.env().as_ref().unwrap().contains(&"HOSTNAME=pod-a".to_string()));
+        assert!(p
+            .env()
+            .as_ref()
+            .unwrap()
+            .contains(&"HOSTNAME=pod-a".to_string()));
         assert_eq!(p.cwd().to_str(), Some("/srv"));
         assert_eq!(p.user().uid(), 1000);
         assert_eq!(p.terminal(), Some(true));
@@ -306,15 +369,27 @@ mod tests {
     #[test]
     fn working_dir_rules() {
         let r = FakeReader::default();
-        let mut c = ContainerConfig { args: v(&["x"]), ..Default::default() };
-        let p = build_process(&c, &Default::default(), &ImageConfiguration::default(), &ctx(), &r, &mut vec![]).unwrap();
+        let mut c = ContainerConfig {
+            args: v(&["x"]),
+            ..Default::default()
+        };
+        let p = build_process(
+            &c,
+            &Default::default(),
+            &ImageConfiguration::default(),
+            &ctx(),
+            &r,
+            &mut vec![],
+        )
+        .unwrap();
         assert_eq!(p.cwd().to_str(), Some("/"));
         c.working_dir = "/work".into();
         let img = image(&[], &[], &[], "/srv", "");
         let p = build_process(&c, &Default::default(), &img, &ctx(), &r, &mut vec![]).unwrap();
         assert_eq!(p.cwd().to_str(), Some("/work"));
         c.working_dir = "rel".into();
-        let err = build_process(&c, &Default::default(), &img, &ctx(), &r, &mut vec![]).unwrap_err();
+        let err =
+            build_process(&c, &Default::default(), &img, &ctx(), &r, &mut vec![]).unwrap_err();
         assert!(err.to_string().contains("working_dir"));
     }
 
@@ -322,11 +397,21 @@ mod tests {
     fn bad_env_names_are_rejected() {
         let c = ContainerConfig {
             args: v(&["x"]),
-            envs: vec![KeyValue { key: "A=B".into(), value: vec![] }],
+            envs: vec![KeyValue {
+                key: "A=B".into(),
+                value: vec![],
+            }],
             ..Default::default()
         };
-        let err = build_process(&c, &Default::default(), &ImageConfiguration::default(), &ctx(), &FakeReader::default(), &mut vec![])
-            .unwrap_err();
+        let err = build_process(
+            &c,
+            &Default::default(),
+            &ImageConfiguration::default(),
+            &ctx(),
+            &FakeReader::default(),
+            &mut vec![],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("envs"));
     }
 
@@ -345,19 +430,39 @@ mod tests {
         assert_eq!(w.len(), 1);
         // Defaults are silent.
         let mut w = Vec::new();
-        assert_eq!(apparmor_profile(&Default::default(), &ctx(), &mut w).unwrap(), None);
+        assert_eq!(
+            apparmor_profile(&Default::default(), &ctx(), &mut w).unwrap(),
+            None
+        );
         assert!(w.is_empty());
 
         let mut cx = ctx();
         cx.apparmor_enabled = true;
         cx.apparmor_default_profile = "berth-default".into();
-        assert_eq!(apparmor_profile(&local, &cx, &mut w).unwrap().as_deref(), Some("my-prof"));
-        assert_eq!(apparmor_profile(&Default::default(), &cx, &mut w).unwrap().as_deref(), Some("berth-default"));
-        let unconf = LinuxContainerSecurityContext { apparmor_profile: "unconfined".into(), ..Default::default() };
+        assert_eq!(
+            apparmor_profile(&local, &cx, &mut w).unwrap().as_deref(),
+            Some("my-prof")
+        );
+        assert_eq!(
+            apparmor_profile(&Default::default(), &cx, &mut w)
+                .unwrap()
+                .as_deref(),
+            Some("berth-default")
+        );
+        let unconf = LinuxContainerSecurityContext {
+            apparmor_profile: "unconfined".into(),
+            ..Default::default()
+        };
         assert_eq!(apparmor_profile(&unconf, &cx, &mut w).unwrap(), None);
-        let priv_ = LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let priv_ = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
         assert_eq!(apparmor_profile(&priv_, &cx, &mut w).unwrap(), None);
-        let bad = LinuxContainerSecurityContext { apparmor_profile: "weird".into(), ..Default::default() };
+        let bad = LinuxContainerSecurityContext {
+            apparmor_profile: "weird".into(),
+            ..Default::default()
+        };
         assert!(apparmor_profile(&bad, &cx, &mut w).is_err());
         assert!(w.is_empty());
     }

@@ -67,7 +67,17 @@ fn node_from_metadata(path: &Path, md: &std::fs::Metadata) -> Option<DeviceNode>
 
 /// Directories and files under `/dev` that privileged containers do not get
 /// from the host (runc skips the same ones).
-const SKIP_DEV: &[&str] = &["pts", "shm", "fd", "mqueue", "console", "ptmx", ".lxc", ".lxd-mounts", ".udev"];
+const SKIP_DEV: &[&str] = &[
+    "pts",
+    "shm",
+    "fd",
+    "mqueue",
+    "console",
+    "ptmx",
+    ".lxc",
+    ".lxd-mounts",
+    ".udev",
+];
 
 fn walk_dev(dir: &Path, out: &mut Vec<DeviceNode>) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

@@ -37,19 +37,34 @@ pub fn memory_swap_to_v2(limit: i64, swap: i64) -> i64 {
 /// containerd does), or cgroupfs style `"<parent>/<id>"`.
 pub fn cgroups_path(parent: &str, id: &str, systemd: bool, prefix: &str) -> String {
     if systemd {
-        let slice = parent.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-        let slice = if slice.is_empty() { "system.slice" } else { slice };
+        let slice = parent
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
         format!("{slice}:{prefix}:{id}")
     } else {
         let parent = parent.trim_end_matches('/');
-        let parent = if parent.starts_with('/') || parent.is_empty() { parent.to_string() } else { format!("/{parent}") };
+        let parent = if parent.starts_with('/') || parent.is_empty() {
+            parent.to_string()
+        } else {
+            format!("/{parent}")
+        };
         format!("{parent}/{id}")
     }
 }
 
 fn nonneg(field: &'static str, v: i64) -> Result<i64, SpecError> {
     if v < 0 {
-        return Err(SpecError::InvalidField { field, reason: format!("{v} is negative") });
+        return Err(SpecError::InvalidField {
+            field,
+            reason: format!("{v} is negative"),
+        });
     }
     Ok(v)
 }
@@ -80,7 +95,10 @@ pub(crate) fn build_resources(
     // -1 is "no quota"; other negatives are invalid.
     if r.cpu_quota != 0 {
         if r.cpu_quota < -1 {
-            return Err(SpecError::InvalidField { field: "resources.cpu_quota", reason: format!("{} is invalid", r.cpu_quota) });
+            return Err(SpecError::InvalidField {
+                field: "resources.cpu_quota",
+                reason: format!("{} is invalid", r.cpu_quota),
+            });
         }
         cpu.set_quota(Some(r.cpu_quota));
     }
@@ -101,7 +119,10 @@ pub(crate) fn build_resources(
     let limit = nonneg("resources.memory_limit_in_bytes", r.memory_limit_in_bytes)?;
     let swap = r.memory_swap_limit_in_bytes;
     if swap < -1 {
-        return Err(SpecError::InvalidField { field: "resources.memory_swap_limit_in_bytes", reason: format!("{swap} is invalid") });
+        return Err(SpecError::InvalidField {
+            field: "resources.memory_swap_limit_in_bytes",
+            reason: format!("{swap} is invalid"),
+        });
     }
     if limit > 0 {
         let mut mem = LinuxMemory::default();
@@ -116,7 +137,9 @@ pub(crate) fn build_resources(
         mem.set_swap(Some(if swap == 0 { limit } else { swap }));
         res.set_memory(Some(mem));
     } else if swap != 0 {
-        warnings.push(Warning("memory_swap_limit_in_bytes ignored without memory_limit_in_bytes".into()));
+        warnings.push(Warning(
+            "memory_swap_limit_in_bytes ignored without memory_limit_in_bytes".into(),
+        ));
     }
 
     if !r.hugepage_limits.is_empty() {
@@ -136,9 +159,13 @@ pub(crate) fn build_resources(
 
     if !r.unified.is_empty() {
         if ctx.cgroup_v2 {
-            res.set_unified(Some(r.unified.clone().into_iter().collect::<HashMap<_, _>>()));
+            res.set_unified(Some(
+                r.unified.clone().into_iter().collect::<HashMap<_, _>>(),
+            ));
         } else {
-            warnings.push(Warning("resources.unified ignored: the host is not on cgroup v2".into()));
+            warnings.push(Warning(
+                "resources.unified ignored: the host is not on cgroup v2".into(),
+            ));
         }
     }
     Ok(res)
@@ -152,7 +179,10 @@ mod tests {
 
     fn container(r: LinuxContainerResources) -> ContainerConfig {
         ContainerConfig {
-            linux: Some(LinuxContainerConfig { resources: Some(r), security_context: None }),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(r),
+                security_context: None,
+            }),
             ..Default::default()
         }
     }
@@ -181,13 +211,27 @@ mod tests {
 
     #[test]
     fn cgroups_paths() {
-        assert_eq!(cgroups_path("/kubepods/burstable/pod1", "c1", false, ""), "/kubepods/burstable/pod1/c1");
-        assert_eq!(cgroups_path("kubepods/pod1/", "c1", false, ""), "/kubepods/pod1/c1");
         assert_eq!(
-            cgroups_path("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", "c1", true, "berth"),
+            cgroups_path("/kubepods/burstable/pod1", "c1", false, ""),
+            "/kubepods/burstable/pod1/c1"
+        );
+        assert_eq!(
+            cgroups_path("kubepods/pod1/", "c1", false, ""),
+            "/kubepods/pod1/c1"
+        );
+        assert_eq!(
+            cgroups_path(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice",
+                "c1",
+                true,
+                "berth"
+            ),
             "kubepods-burstable-pod1.slice:berth:c1"
         );
-        assert_eq!(cgroups_path("kubepods-pod1.slice", "c1", true, "berth"), "kubepods-pod1.slice:berth:c1");
+        assert_eq!(
+            cgroups_path("kubepods-pod1.slice", "c1", true, "berth"),
+            "kubepods-pod1.slice:berth:c1"
+        );
     }
 
     #[test]
@@ -245,18 +289,33 @@ mod tests {
 
     #[test]
     fn negative_values_are_errors_naming_the_field() {
-        let err = build(LinuxContainerResources { cpu_shares: -5, ..Default::default() }).unwrap_err();
+        let err = build(LinuxContainerResources {
+            cpu_shares: -5,
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("cpu_shares"));
-        let err = build(LinuxContainerResources { memory_limit_in_bytes: -5, ..Default::default() }).unwrap_err();
+        let err = build(LinuxContainerResources {
+            memory_limit_in_bytes: -5,
+            ..Default::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("memory_limit_in_bytes"));
-        let (res, _) = build(LinuxContainerResources { cpu_quota: -1, ..Default::default() }).unwrap();
+        let (res, _) = build(LinuxContainerResources {
+            cpu_quota: -1,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(res.cpu().clone().unwrap().quota(), Some(-1));
     }
 
     #[test]
     fn hugepages_unified_pids() {
         let mut r = LinuxContainerResources {
-            hugepage_limits: vec![HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }],
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
             ..Default::default()
         };
         r.unified.insert("memory.high".into(), "1000000".into());

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use cri_proto::v1::security_profile::ProfileType;
 use cri_proto::v1::LinuxContainerSecurityContext;
 use oci_spec::runtime::{
-    Arch, Capabilities, Capability, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
-    LinuxSeccompOperator, LinuxSyscall,
+    Arch, Capabilities, Capability, LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
 };
 
 use super::seccomp_default as data;
@@ -27,13 +27,19 @@ fn invalid(field: &'static str, reason: String) -> SpecError {
 
 /// `seccomp` wins over `seccomp_profile_path`; neither → the context's
 /// default.
-fn choice(sc: &LinuxContainerSecurityContext, default: SeccompDefault) -> Result<Choice, SpecError> {
+fn choice(
+    sc: &LinuxContainerSecurityContext,
+    default: SeccompDefault,
+) -> Result<Choice, SpecError> {
     if let Some(p) = &sc.seccomp {
         return match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::RuntimeDefault) => Ok(Choice::RuntimeDefault),
             Ok(ProfileType::Unconfined) => Ok(Choice::Unconfined),
             Ok(ProfileType::Localhost) => {
-                let path = p.localhost_ref.strip_prefix("localhost/").unwrap_or(&p.localhost_ref);
+                let path = p
+                    .localhost_ref
+                    .strip_prefix("localhost/")
+                    .unwrap_or(&p.localhost_ref);
                 if !path.starts_with('/') {
                     return Err(invalid(
                         "security_context.seccomp.localhost_ref",
@@ -42,7 +48,10 @@ fn choice(sc: &LinuxContainerSecurityContext, default: SeccompDefault) -> Result
                 }
                 Ok(Choice::Localhost(path.into()))
             }
-            Err(_) => Err(invalid("security_context.seccomp.profile_type", format!("unknown type {}", p.profile_type))),
+            Err(_) => Err(invalid(
+                "security_context.seccomp.profile_type",
+                format!("unknown type {}", p.profile_type),
+            )),
         };
     }
     match sc.seccomp_profile_path.as_str() {
@@ -54,18 +63,24 @@ fn choice(sc: &LinuxContainerSecurityContext, default: SeccompDefault) -> Result
         "runtime/default" | "docker/default" => Ok(Choice::RuntimeDefault),
         other => match other.strip_prefix("localhost/") {
             Some(p) if p.starts_with('/') => Ok(Choice::Localhost(p.into())),
-            _ => Err(invalid("security_context.seccomp_profile_path", format!("invalid profile {other:?}"))),
+            _ => Err(invalid(
+                "security_context.seccomp_profile_path",
+                format!("invalid profile {other:?}"),
+            )),
         },
     }
 }
 
 /// Loads an OCI `LinuxSeccomp` JSON profile through the reader.
 fn load_localhost(path: &Path, reader: &dyn HostReader) -> Result<LinuxSeccomp, SpecError> {
-    let bytes = reader
-        .read(path)
-        .map_err(|e| SpecError::SeccompProfile { path: path.to_path_buf(), reason: e.to_string() })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| SpecError::SeccompProfile { path: path.to_path_buf(), reason: format!("invalid JSON: {e}") })
+    let bytes = reader.read(path).map_err(|e| SpecError::SeccompProfile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| SpecError::SeccompProfile {
+        path: path.to_path_buf(),
+        reason: format!("invalid JSON: {e}"),
+    })
 }
 
 /// The container's seccomp filter; `None` for unconfined. (Privileged
@@ -78,7 +93,9 @@ pub(crate) fn build_seccomp(
 ) -> Result<Option<LinuxSeccomp>, SpecError> {
     Ok(match choice(sc, default)? {
         Choice::Unconfined => None,
-        Choice::RuntimeDefault => Some(default_profile(caps.effective().as_ref().unwrap_or(&Capabilities::new()))),
+        Choice::RuntimeDefault => Some(default_profile(
+            caps.effective().as_ref().unwrap_or(&Capabilities::new()),
+        )),
         Choice::Localhost(p) => Some(load_localhost(&p, reader)?),
     })
 }
@@ -90,8 +107,16 @@ fn allow(names: &[&str]) -> LinuxSyscall {
     s
 }
 
-fn arg(index: usize, value: u64, value_two: Option<u64>, op: LinuxSeccompOperator) -> LinuxSeccompArg {
-    let b = LinuxSeccompArgBuilder::default().index(index).value(value).op(op);
+fn arg(
+    index: usize,
+    value: u64,
+    value_two: Option<u64>,
+    op: LinuxSeccompOperator,
+) -> LinuxSeccompArg {
+    let b = LinuxSeccompArgBuilder::default()
+        .index(index)
+        .value(value)
+        .op(op);
     let b = match value_two {
         Some(v) => b.value_two(v),
         None => b,
@@ -130,14 +155,25 @@ pub fn default_profile(caps: &Capabilities) -> LinuxSeccomp {
     let mut names: Vec<&str> = data::ALLOWED.to_vec();
     names.extend_from_slice(arch_extra);
     let mut syscalls = vec![allow(&names)];
-    syscalls.push(allow_if("socket", arg(0, data::AF_VSOCK, None, LinuxSeccompOperator::ScmpCmpNe)));
+    syscalls.push(allow_if(
+        "socket",
+        arg(0, data::AF_VSOCK, None, LinuxSeccompOperator::ScmpCmpNe),
+    ));
     // Arguments in one rule are ANDed, so one rule per allowed persona.
     for p in data::PERSONALITY_ALLOWED {
-        syscalls.push(allow_if("personality", arg(0, *p, None, LinuxSeccompOperator::ScmpCmpEq)));
+        syscalls.push(allow_if(
+            "personality",
+            arg(0, *p, None, LinuxSeccompOperator::ScmpCmpEq),
+        ));
     }
     if !caps.contains(&Capability::SysAdmin) {
         // MASKED_EQ: (flags & value) == value_two (0 here).
-        let a = arg(0, data::CLONE_NAMESPACE_FLAGS, Some(0), LinuxSeccompOperator::ScmpCmpMaskedEq);
+        let a = arg(
+            0,
+            data::CLONE_NAMESPACE_FLAGS,
+            Some(0),
+            LinuxSeccompOperator::ScmpCmpMaskedEq,
+        );
         syscalls.push(allow_if("clone", a));
         let mut clone3 = LinuxSyscall::default();
         clone3.set_names(vec!["clone3".into()]);
@@ -192,20 +228,55 @@ mod tests {
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(p.default_errno_ret(), Some(1));
         let allowed = unconditional(&p);
-        for must in ["read", "write", "exit_group", "execve", "openat", "futex", "chroot"] {
+        for must in [
+            "read",
+            "write",
+            "exit_group",
+            "execve",
+            "openat",
+            "futex",
+            "chroot",
+        ] {
             assert!(allowed.iter().any(|n| n == must), "{must} allowed");
         }
         for never in [
-            "unshare", "mount", "umount2", "kexec_load", "kexec_file_load", "bpf", "perf_event_open", "ptrace",
-            "keyctl", "add_key", "request_key", "open_by_handle_at", "init_module", "finit_module",
-            "delete_module", "reboot", "swapon", "swapoff", "pivot_root", "setns", "clone", "clone3",
-            "personality", "socket", "userfaultfd",
+            "unshare",
+            "mount",
+            "umount2",
+            "kexec_load",
+            "kexec_file_load",
+            "bpf",
+            "perf_event_open",
+            "ptrace",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "open_by_handle_at",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "reboot",
+            "swapon",
+            "swapoff",
+            "pivot_root",
+            "setns",
+            "clone",
+            "clone3",
+            "personality",
+            "socket",
+            "userfaultfd",
         ] {
-            assert!(!allowed.iter().any(|n| n == never), "{never} not allowed unconditionally");
+            assert!(
+                !allowed.iter().any(|n| n == never),
+                "{never} not allowed unconditionally"
+            );
         }
         let arches = p.architectures().clone().unwrap();
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(arches, vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]);
+            assert_eq!(
+                arches,
+                vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+            );
             assert!(allowed.iter().any(|n| n == "arch_prctl"));
         }
     }
@@ -214,15 +285,24 @@ mod tests {
     fn clone_is_filtered_by_namespace_flags() {
         let p = default_profile(&default_caps());
         let sys = p.syscalls().clone().unwrap();
-        let clone = sys.iter().find(|s| s.names() == &vec!["clone".to_string()]).unwrap();
+        let clone = sys
+            .iter()
+            .find(|s| s.names() == &vec!["clone".to_string()])
+            .unwrap();
         let a = clone.args().clone().unwrap()[0];
         assert_eq!(a.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
         assert_eq!(a.value(), 0x7E02_0000);
         assert_eq!(a.value_two(), Some(0));
-        let clone3 = sys.iter().find(|s| s.names() == &vec!["clone3".to_string()]).unwrap();
+        let clone3 = sys
+            .iter()
+            .find(|s| s.names() == &vec!["clone3".to_string()])
+            .unwrap();
         assert_eq!(clone3.action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(clone3.errno_ret(), Some(38));
-        assert_eq!(sys.iter().filter(|s| s.names()[0] == "personality").count(), 5);
+        assert_eq!(
+            sys.iter().filter(|s| s.names()[0] == "personality").count(),
+            5
+        );
     }
 
     #[test]
@@ -238,18 +318,41 @@ mod tests {
         assert!(!allowed.iter().any(|x| x == "kexec_load"));
         assert!(!allowed.iter().any(|x| x == "reboot"));
         // No clone filter when CAP_SYS_ADMIN is held.
-        assert!(!p.syscalls().as_ref().unwrap().iter().any(|s| s.names()[0] == "clone3"));
+        assert!(!p
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|s| s.names()[0] == "clone3"));
     }
 
     #[test]
     fn profile_choice() {
         let none = LinuxContainerSecurityContext::default();
-        assert_eq!(choice(&none, SeccompDefault::Unconfined).unwrap(), Choice::Unconfined);
-        assert_eq!(choice(&none, SeccompDefault::RuntimeDefault).unwrap(), Choice::RuntimeDefault);
-        let path = |s: &str| LinuxContainerSecurityContext { seccomp_profile_path: s.into(), ..Default::default() };
-        assert_eq!(choice(&path("runtime/default"), SeccompDefault::Unconfined).unwrap(), Choice::RuntimeDefault);
-        assert_eq!(choice(&path("docker/default"), SeccompDefault::Unconfined).unwrap(), Choice::RuntimeDefault);
-        assert_eq!(choice(&path("unconfined"), SeccompDefault::RuntimeDefault).unwrap(), Choice::Unconfined);
+        assert_eq!(
+            choice(&none, SeccompDefault::Unconfined).unwrap(),
+            Choice::Unconfined
+        );
+        assert_eq!(
+            choice(&none, SeccompDefault::RuntimeDefault).unwrap(),
+            Choice::RuntimeDefault
+        );
+        let path = |s: &str| LinuxContainerSecurityContext {
+            seccomp_profile_path: s.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            choice(&path("runtime/default"), SeccompDefault::Unconfined).unwrap(),
+            Choice::RuntimeDefault
+        );
+        assert_eq!(
+            choice(&path("docker/default"), SeccompDefault::Unconfined).unwrap(),
+            Choice::RuntimeDefault
+        );
+        assert_eq!(
+            choice(&path("unconfined"), SeccompDefault::RuntimeDefault).unwrap(),
+            Choice::Unconfined
+        );
         assert_eq!(
             choice(&path("localhost//etc/p.json"), SeccompDefault::Unconfined).unwrap(),
             Choice::Localhost("/etc/p.json".into())
@@ -257,17 +360,42 @@ mod tests {
         assert!(choice(&path("localhost/rel.json"), SeccompDefault::Unconfined).is_err());
         assert!(choice(&path("bogus"), SeccompDefault::Unconfined).is_err());
         let prof = |t: ProfileType, r: &str| LinuxContainerSecurityContext {
-            seccomp: Some(SecurityProfile { profile_type: t as i32, localhost_ref: r.into() }),
+            seccomp: Some(SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            }),
             seccomp_profile_path: "unconfined".into(),
             ..Default::default()
         };
-        assert_eq!(choice(&prof(ProfileType::RuntimeDefault, ""), SeccompDefault::Unconfined).unwrap(), Choice::RuntimeDefault);
-        assert_eq!(choice(&prof(ProfileType::Unconfined, ""), SeccompDefault::RuntimeDefault).unwrap(), Choice::Unconfined);
         assert_eq!(
-            choice(&prof(ProfileType::Localhost, "/p.json"), SeccompDefault::Unconfined).unwrap(),
+            choice(
+                &prof(ProfileType::RuntimeDefault, ""),
+                SeccompDefault::Unconfined
+            )
+            .unwrap(),
+            Choice::RuntimeDefault
+        );
+        assert_eq!(
+            choice(
+                &prof(ProfileType::Unconfined, ""),
+                SeccompDefault::RuntimeDefault
+            )
+            .unwrap(),
+            Choice::Unconfined
+        );
+        assert_eq!(
+            choice(
+                &prof(ProfileType::Localhost, "/p.json"),
+                SeccompDefault::Unconfined
+            )
+            .unwrap(),
             Choice::Localhost("/p.json".into())
         );
-        assert!(choice(&prof(ProfileType::Localhost, ""), SeccompDefault::Unconfined).is_err());
+        assert!(choice(
+            &prof(ProfileType::Localhost, ""),
+            SeccompDefault::Unconfined
+        )
+        .is_err());
     }
 
     const PROFILE: &str = r#"{
@@ -278,7 +406,10 @@ mod tests {
 
     fn localhost(r: &str) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {
-            seccomp: Some(SecurityProfile { profile_type: ProfileType::Localhost as i32, localhost_ref: r.into() }),
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::Localhost as i32,
+                localhost_ref: r.into(),
+            }),
             ..Default::default()
         }
     }
@@ -289,24 +420,54 @@ mod tests {
             .with_file("/profiles/ok.json", PROFILE)
             .with_file("/profiles/bad.json", "{\"defaultAction\": ");
         let caps = linux_caps(default_caps());
-        let p = build_seccomp(&localhost("/profiles/ok.json"), SeccompDefault::Unconfined, &caps, &reader)
-            .unwrap()
-            .unwrap();
+        let p = build_seccomp(
+            &localhost("/profiles/ok.json"),
+            SeccompDefault::Unconfined,
+            &caps,
+            &reader,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActLog);
         assert_eq!(p.syscalls().as_ref().unwrap()[0].names().len(), 2);
 
-        let err = build_seccomp(&localhost("/profiles/bad.json"), SeccompDefault::Unconfined, &caps, &reader).unwrap_err();
+        let err = build_seccomp(
+            &localhost("/profiles/bad.json"),
+            SeccompDefault::Unconfined,
+            &caps,
+            &reader,
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/profiles/bad.json") && msg.contains("invalid JSON"), "{msg}");
+        assert!(
+            msg.contains("/profiles/bad.json") && msg.contains("invalid JSON"),
+            "{msg}"
+        );
 
-        let err = build_seccomp(&localhost("/profiles/none.json"), SeccompDefault::Unconfined, &caps, &reader).unwrap_err();
+        let err = build_seccomp(
+            &localhost("/profiles/none.json"),
+            SeccompDefault::Unconfined,
+            &caps,
+            &reader,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/profiles/none.json"));
     }
 
     #[test]
     fn unconfined_is_none() {
         let caps = linux_caps(default_caps());
-        let sc = LinuxContainerSecurityContext { seccomp_profile_path: "unconfined".into(), ..Default::default() };
-        assert!(build_seccomp(&sc, SeccompDefault::RuntimeDefault, &caps, &FakeReader::default()).unwrap().is_none());
+        let sc = LinuxContainerSecurityContext {
+            seccomp_profile_path: "unconfined".into(),
+            ..Default::default()
+        };
+        assert!(build_seccomp(
+            &sc,
+            SeccompDefault::RuntimeDefault,
+            &caps,
+            &FakeReader::default()
+        )
+        .unwrap()
+        .is_none());
     }
 }

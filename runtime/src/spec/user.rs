@@ -31,7 +31,11 @@ struct GroupEntry {
 }
 
 /// Reads `<rootfs>/<rel>`; a missing file reads as empty (scratch images).
-fn read_rootfs_file(rootfs: &Path, rel: &str, reader: &dyn HostReader) -> Result<String, SpecError> {
+fn read_rootfs_file(
+    rootfs: &Path,
+    rel: &str,
+    reader: &dyn HostReader,
+) -> Result<String, SpecError> {
     let path: PathBuf = rootfs.join(rel);
     match reader.read(&path) {
         Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
@@ -64,7 +68,12 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -72,7 +81,10 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
 }
 
 fn id_from_i64(field: &'static str, v: i64) -> Result<u32, SpecError> {
-    u32::try_from(v).map_err(|_| SpecError::InvalidField { field, reason: format!("{v} is not a valid id") })
+    u32::try_from(v).map_err(|_| SpecError::InvalidField {
+        field,
+        reason: format!("{v} is not a valid id"),
+    })
 }
 
 fn push_unique(v: &mut Vec<u32>, id: u32) {
@@ -94,7 +106,10 @@ pub(crate) fn resolve_user(
 
     // The user part (uid or name) and an explicit group part, if any.
     let (user_part, mut group_part): (String, Option<String>) = if let Some(u) = &sc.run_as_user {
-        (id_from_i64("security_context.run_as_user", u.value)?.to_string(), None)
+        (
+            id_from_i64("security_context.run_as_user", u.value)?.to_string(),
+            None,
+        )
     } else if !sc.run_as_username.is_empty() {
         (sc.run_as_username.clone(), None)
     } else {
@@ -108,14 +123,19 @@ pub(crate) fn resolve_user(
     }
 
     // uid 0 when nothing is set, like every runtime.
-    let user_part = if user_part.is_empty() { "0".to_string() } else { user_part };
+    let user_part = if user_part.is_empty() {
+        "0".to_string()
+    } else {
+        user_part
+    };
     let (uid, entry) = match user_part.parse::<u32>() {
         Ok(uid) => (uid, passwd.iter().find(|p| p.uid == uid)),
         Err(_) => {
-            let e = passwd
-                .iter()
-                .find(|p| p.name == user_part)
-                .ok_or_else(|| SpecError::UnknownUser { name: user_part.clone() })?;
+            let e = passwd.iter().find(|p| p.name == user_part).ok_or_else(|| {
+                SpecError::UnknownUser {
+                    name: user_part.clone(),
+                }
+            })?;
             (e.uid, Some(e))
         }
     };
@@ -127,7 +147,9 @@ pub(crate) fn resolve_user(
                 .iter()
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
-                .ok_or_else(|| SpecError::UnknownGroup { name: g.to_string() })?,
+                .ok_or_else(|| SpecError::UnknownGroup {
+                    name: g.to_string(),
+                })?,
         },
         // The passwd entry's primary group, else root's group.
         _ => entry.map(|e| e.gid).unwrap_or(0),
@@ -136,14 +158,21 @@ pub(crate) fn resolve_user(
     let mut additional = vec![gid];
     let strict = sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32;
     if let (Some(e), false) = (entry, strict) {
-        for g in groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name)) {
+        for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
             push_unique(&mut additional, g.gid);
         }
     }
     for g in &sc.supplemental_groups {
-        push_unique(&mut additional, id_from_i64("security_context.supplemental_groups", *g)?);
+        push_unique(
+            &mut additional,
+            id_from_i64("security_context.supplemental_groups", *g)?,
+        );
     }
-    Ok(ResolvedUser { uid, gid, additional_gids: additional })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids: additional,
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +199,10 @@ mod tests {
             .with_file("/rootfs/etc/group", GROUP)
     }
 
-    fn resolve(sc: &LinuxContainerSecurityContext, image_user: &str) -> Result<ResolvedUser, SpecError> {
+    fn resolve(
+        sc: &LinuxContainerSecurityContext,
+        image_user: &str,
+    ) -> Result<ResolvedUser, SpecError> {
         resolve_user(sc, image_user, Path::new("/rootfs"), &reader())
     }
 
@@ -221,8 +253,14 @@ mod tests {
         assert!(err.to_string().contains("mallory"));
         let err = resolve(&Default::default(), "alice:nogroup").unwrap_err();
         assert!(matches!(&err, SpecError::UnknownGroup { name } if name == "nogroup"));
-        let sc = LinuxContainerSecurityContext { run_as_username: "eve".into(), ..Default::default() };
-        assert!(matches!(resolve(&sc, "").unwrap_err(), SpecError::UnknownUser { .. }));
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "eve".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(&sc, "").unwrap_err(),
+            SpecError::UnknownUser { .. }
+        ));
     }
 
     #[test]
@@ -237,7 +275,10 @@ mod tests {
         assert_eq!((u.uid, u.gid), (1000, 3000));
         assert_eq!(u.additional_gids, vec![3000, 10, 44, 5000]);
 
-        let sc = LinuxContainerSecurityContext { run_as_username: "bob".into(), ..Default::default() };
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "bob".into(),
+            ..Default::default()
+        };
         let u = resolve(&sc, "alice").unwrap();
         assert_eq!((u.uid, u.gid), (1001, 100));
 
@@ -277,7 +318,8 @@ mod tests {
         let r = FakeReader::default();
         let u = resolve_user(&Default::default(), "65534", Path::new("/rootfs"), &r).unwrap();
         assert_eq!((u.uid, u.gid), (65534, 0));
-        let err = resolve_user(&Default::default(), "nobody", Path::new("/rootfs"), &r).unwrap_err();
+        let err =
+            resolve_user(&Default::default(), "nobody", Path::new("/rootfs"), &r).unwrap_err();
         assert!(matches!(err, SpecError::UnknownUser { .. }));
     }
 }
