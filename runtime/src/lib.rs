@@ -6,5 +6,6 @@ pub mod digest;
 pub mod image;
 pub mod logs;
 pub mod shim;
+pub mod spec;
 
 pub use config::Config;
