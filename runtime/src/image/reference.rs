@@ -14,6 +14,9 @@ pub fn parse(s: &str) -> Result<Reference> {
         return Err(invalid("surrounding whitespace".into()));
     }
     let r: Reference = s.parse().map_err(|e: oci_client::ParseError| invalid(e.to_string()))?;
+    if r.repository().bytes().any(|c| c.is_ascii_uppercase()) {
+        return Err(invalid("repository name must be lowercase".into()));
+    }
     if let Some(d) = r.digest() {
         crate::digest::hex_part(d).map_err(invalid)?;
     }

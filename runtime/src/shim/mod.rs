@@ -141,7 +141,8 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
                 }
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
             }
-            None => PollTimeout::NONE,
+            // A periodic reap as well, in case a SIGCHLD was consumed elsewhere.
+            None => PollTimeout::from(5000u16),
         };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let slots: Vec<usize> = (0..2).filter(|i| open[*i].is_some()).collect();
@@ -155,7 +156,7 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         }
         let ready_fds: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
-        if ready_fds[0] {
+        if status.is_none() {
             while let Ok(Some(si)) = sfd.read_signal() {
                 if si.ssi_signo == Signal::SIGUSR1 as u32 {
                     if let Some(l) = log.as_mut() {
@@ -241,98 +242,37 @@ mod tests {
             handler: "test".into(),
         };
         let (r, w) = nix::unistd::pipe().unwrap();
-        // The monitor blocks signals on its thread: run it on its own thread.
-        let cfg2 = cfg.clone();
-        let h = std::thread::spawn(move || {
-            monitor(&cfg2, fs::File::from(w), |stdio| {
-                let child = std::process::Command::new("/bin/sh")
-                    .args(["-c", "echo out; echo err >&2; exit 7"])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::from(stdio.stdout))
-                    .stderr(std::process::Stdio::from(stdio.stderr))
-                    .spawn()
-                    .map_err(|e| e.to_string())?;
-                Ok(child.id() as i32)
-            })
-        });
-        let rec = h.join().unwrap().unwrap();
+        // The monitor owns signals and reaping for its process: run it in a
+        // forked child so the test runner's threads are not involved.
+        // SAFETY: the child only runs the monitor and exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                drop(r);
+                let ok = monitor(&cfg, fs::File::from(w), |stdio| {
+                    let child = std::process::Command::new("/bin/sh")
+                        .args(["-c", "echo out; echo err >&2; exit 7"])
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::from(stdio.stdout))
+                        .stderr(std::process::Stdio::from(stdio.stderr))
+                        .spawn()
+                        .map_err(|e| e.to_string())?;
+                    Ok(child.id() as i32)
+                })
+                .is_ok();
+                // SAFETY: leave the forked test process without running its destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(w);
         let mut msg = String::new();
         fs::File::from(r).read_to_string(&mut msg).unwrap();
         assert!(msg.starts_with("ok "), "{msg}");
-        assert_eq!(rec.exit_code, 7);
-        assert_eq!(read_exit(d.path()).unwrap(), rec);
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+        let rec = read_exit(d.path()).expect("exit record written");
+        assert_eq!((rec.exit_code, rec.signal, rec.oom_killed), (7, None, false));
         let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
         assert!(lines.contains(&(Stream::Stdout, b"out".to_vec())), "{lines:?}");
         assert!(lines.contains(&(Stream::Stderr, b"err".to_vec())), "{lines:?}");
-    }
-}
-
-/// The shim's config file inside its state dir.
-pub const CONFIG_FILE: &str = "shim.json";
-/// The fd on which a starting shim finds its readiness pipe.
-const READY_FD: i32 = 3;
-
-/// Starts a detached shim (`<exe> shim --config <state_dir>/shim.json`) and
-/// waits until it has created the container. Returns the container's init
-/// pid, or the executor's error message.
-pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
-    use std::os::unix::process::CommandExt;
-    fs::create_dir_all(&cfg.state_dir)?;
-    let config_path = cfg.state_dir.join(CONFIG_FILE);
-    write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"))?;
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let w_raw = w.as_raw_fd();
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("shim").arg("--config").arg(&config_path);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(w_raw, READY_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    drop(w);
-    // The first shim process forks the monitor and exits at once.
-    child.wait()?;
-    let mut msg = String::new();
-    fs::File::from(r).read_to_string(&mut msg)?;
-    let msg = msg.trim();
-    Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
-        (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("shim sent a bad pid {pid:?}")),
-        (_, Some(e)) => Err(e.to_string()),
-        _ => Err(format!("shim exited before creating the container{}", if msg.is_empty() { String::new() } else { format!(": {msg}") })),
-    })
-}
-
-/// Entry point of `berth shim --config FILE`: detaches, then monitors the
-/// container that `create` makes. Never returns.
-pub fn shim_main(config_path: &Path, create: impl FnOnce(&ShimConfig, ContainerStdio) -> Result<i32, String>) -> ! {
-    // SAFETY: fd 3 was set up by `spawn` for this process alone.
-    let mut ready = unsafe { fs::File::from_raw_fd(READY_FD) };
-    let cfg: ShimConfig = match fs::read(config_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(ready, "err reading shim config {}: {e}", config_path.display());
-            std::process::exit(1);
-        }
-    };
-    // SAFETY: the shim is single-threaded here.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            let _ = writeln!(ready, "err fork: {e}");
-            std::process::exit(1);
-        }
-    }
-    let _ = nix::unistd::setsid();
-    let _ = fs::write(cfg.state_dir.join(PID_FILE), std::process::id().to_string());
-    match monitor(&cfg, ready, |stdio| create(&cfg, stdio)) {
-        Ok(_) => std::process::exit(0),
-        Err(_) => std::process::exit(1),
     }
 }
