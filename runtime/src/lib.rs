@@ -6,3 +6,5 @@ pub mod digest;
 pub mod image;
 
 pub use config::Config;
+pub mod linux;
+pub mod oci;
