@@ -141,6 +141,17 @@ pub fn cloexec_from(from: RawFd) -> SysResult<()> {
     Ok(())
 }
 
+/// Closes inherited fd `fd` whose owner lives on in a forked copy of our
+/// parent's memory (the init channel after a fork).
+pub fn close_inherited_fd(fd: RawFd) {
+    // SAFETY: the only owner of `fd` is a value in a stack frame that this
+    // process never returns to (it execs or _exits), so nothing uses or
+    // closes it afterwards.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
 /// Duplicates `src` onto `dst` (used for stdio).
 pub fn dup_onto(src: &impl AsRawFd, dst: RawFd) -> SysResult<()> {
     // SAFETY: dup2 on fds; dst is a standard stream number owned by us.

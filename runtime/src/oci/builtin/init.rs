@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -149,16 +149,25 @@ fn stage1_create(boot: &Bootstrap, plan: &NamespacePlan, chan: &mut UnixStream, 
     let prepared = prepare_exec(&boot.process, seccomp.as_ref(), chan)?;
 
     send(chan, &Msg::Ready);
+    // Close every copy of the channel so the parent sees EOF: this one and
+    // init_main's (fd 3), both owned by frames we never return to. From
+    // here on failures go to the container's stderr.
+    process::close_inherited_fd(chan.as_raw_fd());
+    process::close_inherited_fd(INIT_FD);
+    let fail = |e: SysError| -> ! {
+        eprintln!("berth: {e}");
+        process::exit_now(127)
+    };
     // Block until `start` opens the fifo for reading.
     let fifo = nix::fcntl::openat(&state_dir, super::state::FIFO, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| "open exec.fifo")?;
-    nix::unistd::write(&fifo, b"0").ctx(|| "write exec.fifo")?;
+        .ctx(|| "open exec.fifo")
+        .unwrap_or_else(|e| fail(e));
+    if let Err(e) = nix::unistd::write(&fifo, b"0").ctx(|| "write exec.fifo") {
+        fail(e);
+    }
     drop(fifo);
     drop(state_dir);
-    let err = prepared.exec(seccomp.as_ref());
-    // The parent stopped listening at Ready: tell the container's stderr.
-    eprintln!("berth: {err}");
-    process::exit_now(127)
+    fail(prepared.exec(seccomp.as_ref()))
 }
 
 fn stage1_exec(boot: &Bootstrap, chan: &mut UnixStream, console: Option<OwnedFd>) -> SysResult<Never> {

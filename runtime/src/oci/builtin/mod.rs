@@ -89,6 +89,12 @@ impl BuiltinExecutor {
         BuiltinExecutor { root: root.into(), init }
     }
 
+    /// Pids of the container's processes (from its cgroup).
+    pub fn pids(&self, id: &str) -> ExecResult<Vec<i32>> {
+        let (_, saved) = self.load(id)?;
+        Ok(cgroups::for_host(&saved.cgroup_path)?.pids()?)
+    }
+
     fn state_dir(&self, id: &str) -> ExecResult<PathBuf> {
         check_id(id)?;
         Ok(self.root.join(id))
