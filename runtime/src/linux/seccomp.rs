@@ -102,9 +102,7 @@ pub fn compile(profile: &LinuxSeccomp) -> SysResult<CompiledSeccomp> {
     };
     let mut programs = Vec::new();
     for (_, (act, rules)) in groups {
-        if default == SeccompAction::Allow || act != SeccompAction::Allow {
-            programs.push(build(rules, SeccompAction::Allow, act)?);
-        }
+        programs.push(build(rules, SeccompAction::Allow, act)?);
     }
     // The default-action filter goes last: once loaded it may block the
     // seccomp()/prctl() calls needed to load further filters.

@@ -50,6 +50,7 @@ pub fn relative(path: &Path) -> PathBuf {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// True if /sys/fs/cgroup is a unified (v2) hierarchy.
+#[allow(clippy::unnecessary_cast)] // f_type's width differs between targets.
 pub fn is_unified() -> bool {
     nix::sys::statfs::statfs("/sys/fs/cgroup")
         .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)

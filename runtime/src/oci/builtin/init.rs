@@ -7,7 +7,6 @@
 //! executes the user process. Every failure is sent back as a message.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -330,6 +329,3 @@ fn set_rlimits(p: &Process) -> SysResult<()> {
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_file(_: File) {}
