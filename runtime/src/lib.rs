@@ -9,3 +9,5 @@ pub mod shim;
 pub mod spec;
 
 pub use config::Config;
+pub mod linux;
+pub mod oci;

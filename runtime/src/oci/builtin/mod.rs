@@ -1,0 +1,387 @@
+//! The built-in OCI executor, runc-like: `create` re-executes the Berth
+//! binary as a container init (`berth oci init`), which enters namespaces,
+//! forks the container's PID 1, prepares the rootfs and blocks on
+//! `exec.fifo` in the state directory until `start` opens it.
+//!
+//! Parent ↔ init talk over a socketpair passed as fd 3 (fd 4 carries the
+//! console socket): the parent sends a JSON [`Bootstrap`] and reads JSON
+//! [`Msg`] lines back until EOF.
+
+mod init;
+mod state;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+pub use init::{init_main, is_init_invocation};
+use state::Saved;
+
+use super::{check_id, load_spec, CreateOpts, ExecError, ExecResult, Executor, State, Status};
+use crate::linux::cgroups::{self, CgroupManager};
+use crate::linux::{process, Context, SysError};
+
+/// Fd numbers of the init channel and console socket in the init process.
+const INIT_FD: i32 = 3;
+const CONSOLE_FD: i32 = 4;
+
+/// How to re-execute the Berth binary as a container init.
+#[derive(Debug, Clone)]
+pub struct InitCommand {
+    pub exe: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Default for InitCommand {
+    /// `/proc/self/exe oci init`: the running Berth binary.
+    fn default() -> Self {
+        InitCommand { exe: PathBuf::from("/proc/self/exe"), args: vec!["oci".into(), "init".into()] }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Mode {
+    Create,
+    Exec,
+}
+
+/// What the init process is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    pub mode: Mode,
+    pub spec: oci_spec::runtime::Spec,
+    pub process: oci_spec::runtime::Process,
+    pub rootfs: PathBuf,
+    pub state_dir: PathBuf,
+    pub cgroup_path: PathBuf,
+    pub console: bool,
+    /// Exec: the container init whose namespaces to join.
+    pub target_pid: i32,
+}
+
+/// Messages from the init process.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    /// Host pid of the container (or exec'd) process.
+    Pid(i32),
+    /// Setup done; the process waits on exec.fifo.
+    Ready,
+    Warn(String),
+    Error(String),
+}
+
+/// The built-in executor; state lives under `root/<id>/`.
+pub struct BuiltinExecutor {
+    root: PathBuf,
+    init: InitCommand,
+}
+
+impl BuiltinExecutor {
+    pub fn new(root: impl Into<PathBuf>, init: InitCommand) -> Self {
+        BuiltinExecutor { root: root.into(), init }
+    }
+
+    /// Pids of the container's processes (from its cgroup).
+    pub fn pids(&self, id: &str) -> ExecResult<Vec<i32>> {
+        let (_, saved) = self.load(id)?;
+        Ok(cgroups::for_host(&saved.cgroup_path)?.pids()?)
+    }
+
+    fn state_dir(&self, id: &str) -> ExecResult<PathBuf> {
+        check_id(id)?;
+        Ok(self.root.join(id))
+    }
+
+    fn load(&self, id: &str) -> ExecResult<(PathBuf, Saved)> {
+        let dir = self.state_dir(id)?;
+        match Saved::load(&dir) {
+            Ok(Some(s)) => Ok((dir, s)),
+            Ok(None) => Err(ExecError::NotFound(id.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Spawns the init, places it in the cgroup, sends the bootstrap and
+    /// collects its reply. Returns (pid, ready).
+    fn run_init(
+        &self,
+        boot: &Bootstrap,
+        cgroup: &dyn CgroupManager,
+        bundle: &Path,
+        opts: CreateOpts,
+    ) -> ExecResult<i32> {
+        let (parent_sock, child_sock) = UnixStream::pair().ctx(|| "socketpair")?;
+        let console = match &opts.console_socket {
+            Some(p) => Some(UnixStream::connect(p).ctx(|| format!("connect console socket {}", p.display()))?),
+            None => None,
+        };
+        let mut cmd = Command::new(&self.init.exe);
+        cmd.args(&self.init.args).current_dir(bundle).env_clear();
+        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let stdio = |fd: Option<OwnedFd>| fd.map_or_else(Stdio::inherit, Stdio::from);
+        cmd.stdin(stdio(opts.stdin)).stdout(stdio(opts.stdout)).stderr(stdio(opts.stderr));
+        let mut fds = vec![(child_sock.as_raw_fd(), INIT_FD)];
+        if let Some(c) = &console {
+            fds.push((c.as_raw_fd(), CONSOLE_FD));
+        }
+        let mut child = process::spawn_with_fds(&mut cmd, &fds)
+            .ctx(|| format!("spawn container init {}", self.init.exe.display()))?;
+        drop(child_sock);
+        drop(console);
+        let init_pid = child.id() as i32;
+
+        let result = (|| -> ExecResult<i32> {
+            cgroup.add_pid(init_pid)?;
+            let mut sock = parent_sock;
+            sock.set_read_timeout(Some(Duration::from_secs(120))).ctx(|| "socket timeout")?;
+            serde_json::to_writer(&mut sock, boot).map_err(|e| SysError::msg(format!("send bootstrap: {e}")))?;
+            sock.shutdown(std::net::Shutdown::Write).ctx(|| "send bootstrap")?;
+            let (mut pid, mut ready, mut error) = (None, false, None);
+            for line in BufReader::new(&sock).lines() {
+                let line = line.ctx(|| "read from container init")?;
+                match serde_json::from_str::<Msg>(&line) {
+                    Ok(Msg::Pid(p)) => pid = Some(p),
+                    Ok(Msg::Ready) => ready = true,
+                    Ok(Msg::Warn(w)) => tracing::warn!("container init: {w}"),
+                    Ok(Msg::Error(e)) => {
+                        error.get_or_insert(e);
+                    }
+                    Err(e) => tracing::warn!("bad message from container init: {e}: {line}"),
+                }
+            }
+            let status = child.wait().ctx(|| "wait for container init")?;
+            if let Some(e) = error {
+                if let Some(p) = pid {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+                return Err(ExecError::Init(e));
+            }
+            match pid {
+                Some(p) if ready || boot.mode == Mode::Exec => Ok(p),
+                Some(p) => {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                    Err(ExecError::Init(format!("container init exited before it was ready ({status})")))
+                }
+                None => Err(ExecError::Init(format!("container init failed ({status})"))),
+            }
+        })();
+        if result.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        result
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> ExecResult<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pid.to_string()).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Kills every process of the container and waits (up to `timeout`) for the init to die.
+fn kill_all(saved: &Saved, cgroup: &dyn CgroupManager, sig: Signal, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut pids = cgroup.pids().unwrap_or_default();
+        if saved.alive() {
+            pids.push(saved.pid);
+        }
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            let _ = kill(Pid::from_raw(p), sig);
+        }
+        if Instant::now() > deadline || sig != Signal::SIGKILL {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let left = cgroup.pids().unwrap_or_default();
+        if !saved.alive() && left.iter().all(|p| !process::pid_alive(*p, None)) {
+            return;
+        }
+    }
+}
+
+impl Executor for BuiltinExecutor {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn create(&self, id: &str, bundle: &Path, opts: CreateOpts) -> ExecResult<()> {
+        let dir = self.state_dir(id)?;
+        let bundle = bundle.canonicalize().ctx(|| format!("bundle {}", bundle.display()))?;
+        let spec = load_spec(&bundle)?;
+        let process = spec.process().clone().ok_or_else(|| ExecError::Spec("no process in config.json".into()))?;
+        let root = spec.root().as_ref().ok_or_else(|| ExecError::Spec("no root in config.json".into()))?;
+        let rootfs = bundle.join(root.path()).canonicalize().ctx(|| format!("rootfs {}", root.path().display()))?;
+        let linux = spec.linux().clone().unwrap_or_default();
+        let cgroup_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")));
+        if process.terminal() == Some(true) && opts.console_socket.is_none() {
+            return Err(ExecError::Spec("terminal: true needs a console socket".into()));
+        }
+
+        crate::linux::mounts::ensure_dir(&self.root, 0o711)?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(ExecError::AlreadyExists(id.into())),
+            Err(e) => return Err(SysError::new(format!("mkdir {}", dir.display()), e).into()),
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).ctx(|| "chmod state dir")?;
+        let cgroup = cgroups::for_host(&cgroup_path)?;
+        let result = (|| -> ExecResult<i32> {
+            let fifo = dir.join(state::FIFO);
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).ctx(|| "mkfifo exec.fifo")?;
+            std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622)).ctx(|| "chmod exec.fifo")?;
+            cgroup.create()?;
+            if let Some(res) = linux.resources() {
+                cgroup.set(res)?;
+            }
+            let boot = Bootstrap {
+                mode: Mode::Create,
+                console: opts.console_socket.is_some(),
+                spec: spec.clone(),
+                process,
+                rootfs,
+                state_dir: dir.clone(),
+                cgroup_path: cgroup_path.clone(),
+                target_pid: 0,
+            };
+            let pid_file = opts.pid_file.clone();
+            let pid = self.run_init(&boot, cgroup.as_ref(), &bundle, opts)?;
+            let saved = Saved::new(id, &bundle, pid, &cgroup_path, spec.annotations().clone().unwrap_or_default());
+            saved.save(&dir)?;
+            if let Some(pf) = pid_file {
+                write_pid_file(&pf, pid)?;
+            }
+            Ok(pid)
+        })();
+        if let Err(e) = result {
+            // Leave nothing behind: the init (if any) is killed by run_init.
+            let _ = cgroup.destroy();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn start(&self, id: &str) -> ExecResult<()> {
+        let (dir, saved) = self.load(id)?;
+        let status = saved.status(&dir);
+        if status != Status::Created {
+            return Err(ExecError::BadState { id: id.into(), status, op: "start" });
+        }
+        let fifo_path = dir.join(state::FIFO);
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo_path)
+            .ctx(|| "open exec.fifo")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 1];
+        loop {
+            match fifo.read(&mut buf) {
+                Ok(1) => break,
+                Ok(_) | Err(_) if !saved.alive() => {
+                    return Err(ExecError::Init("container init exited before start".into()));
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(ExecError::Init("timed out waiting for the container init".into()));
+                }
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        std::fs::remove_file(&fifo_path).ctx(|| "remove exec.fifo")?;
+        Ok(())
+    }
+
+    fn state(&self, id: &str) -> ExecResult<State> {
+        let (dir, saved) = self.load(id)?;
+        Ok(saved.to_state(&dir))
+    }
+
+    fn kill(&self, id: &str, signal: i32, all: bool) -> ExecResult<()> {
+        let (dir, saved) = self.load(id)?;
+        let sig = Signal::try_from(signal).map_err(|_| ExecError::Spec(format!("invalid signal {signal}")))?;
+        let status = saved.status(&dir);
+        if all {
+            let cgroup = cgroups::for_host(&saved.cgroup_path)?;
+            kill_all(&saved, cgroup.as_ref(), sig, Duration::ZERO);
+            return Ok(());
+        }
+        if status == Status::Stopped {
+            return Err(ExecError::BadState { id: id.into(), status, op: "kill" });
+        }
+        kill(Pid::from_raw(saved.pid), sig).ctx(|| format!("kill {}", saved.pid))?;
+        Ok(())
+    }
+
+    fn delete(&self, id: &str, force: bool) -> ExecResult<()> {
+        let (dir, saved) = self.load(id)?;
+        let status = saved.status(&dir);
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(ExecError::BadState { id: id.into(), status, op: "delete (use force)" });
+        }
+        let cgroup = cgroups::for_host(&saved.cgroup_path)?;
+        kill_all(&saved, cgroup.as_ref(), Signal::SIGKILL, Duration::from_secs(10));
+        cgroup.destroy()?;
+        std::fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        Ok(())
+    }
+
+    fn exec(&self, id: &str, process: &oci_spec::runtime::Process, opts: CreateOpts) -> ExecResult<i32> {
+        let (dir, saved) = self.load(id)?;
+        let status = saved.status(&dir);
+        if !matches!(status, Status::Created | Status::Running) {
+            return Err(ExecError::BadState { id: id.into(), status, op: "exec" });
+        }
+        if process.terminal() == Some(true) && opts.console_socket.is_none() {
+            return Err(ExecError::Spec("terminal: true needs a console socket".into()));
+        }
+        let spec = load_spec(&saved.bundle)?;
+        let cgroup = cgroups::for_host(&saved.cgroup_path)?;
+        let boot = Bootstrap {
+            mode: Mode::Exec,
+            console: opts.console_socket.is_some(),
+            spec,
+            process: process.clone(),
+            rootfs: PathBuf::from("/"),
+            state_dir: dir,
+            cgroup_path: saved.cgroup_path.clone(),
+            target_pid: saved.pid,
+        };
+        let pid_file = opts.pid_file.clone();
+        let pid = self.run_init(&boot, cgroup.as_ref(), &saved.bundle, opts)?;
+        if let Some(pf) = pid_file {
+            write_pid_file(&pf, pid)?;
+        }
+        Ok(pid)
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Reads a whole stream (used by the init for the bootstrap).
+pub(crate) fn read_all(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Writes one message line (used by the init).
+pub(crate) fn send(w: &mut impl Write, m: &Msg) {
+    if let Ok(mut line) = serde_json::to_vec(m) {
+        line.push(b'\n');
+        let _ = w.write_all(&line);
+    }
+}
