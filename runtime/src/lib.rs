@@ -4,10 +4,10 @@
 pub mod config;
 pub mod digest;
 pub mod image;
+pub mod linux;
 pub mod logs;
+pub mod oci;
 pub mod shim;
 pub mod spec;
 
 pub use config::Config;
-pub mod linux;
-pub mod oci;

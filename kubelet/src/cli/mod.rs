@@ -28,6 +28,14 @@ enum Command {
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// The built-in OCI runtime, with runc's command line (create, start, state, kill, delete, run, exec, ps, features).
+    Oci(berth_runtime::oci::OciCommand),
+    /// Internal: the per-container shim.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 impl Cli {
@@ -52,13 +60,31 @@ fn init_tracing(filter: &str) {
 }
 
 pub fn main() -> ExitCode {
+    // A container init must run before any other thread exists.
+    if berth_runtime::oci::is_init_invocation() {
+        berth_runtime::oci::init_main();
+    }
     let cli = Cli::parse();
+    match cli.command {
+        Command::Shim { config } => berth_runtime::shim::run(&config),
+        Command::Oci(cmd) => {
+            return match berth_runtime::oci::run_oci_command(cmd) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("berth oci: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {}
+    }
     init_tracing(&cli.log_level);
     let res = (|| -> anyhow::Result<ExitCode> {
         let cfg = cli.load_config()?;
         let rt = tokio::runtime::Runtime::new()?;
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
+            Command::Oci(_) | Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         }
     })();
     match res {

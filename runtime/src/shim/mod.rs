@@ -33,6 +33,12 @@ pub struct ShimConfig {
     pub memory_cgroups: Vec<PathBuf>,
     /// The executor handler name (`builtin`, `runc`, `crun`).
     pub handler: String,
+    /// The executor's state root.
+    #[serde(default)]
+    pub executor_root: PathBuf,
+    /// Binaries of external handlers by name, when not on PATH.
+    #[serde(default)]
+    pub binaries: std::collections::HashMap<String, PathBuf>,
 }
 
 /// How a container ended.
@@ -215,6 +221,91 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
     Ok(rec)
 }
 
+/// The shim's config file inside its state dir.
+pub const CONFIG_FILE: &str = "shim.json";
+/// The fd on which a starting shim finds its readiness pipe.
+const READY_FD: i32 = 3;
+
+/// Starts a detached shim (`<exe> shim --config <state_dir>/shim.json`) and
+/// waits until it has created the container. Returns the container's init
+/// pid, or the executor's error message.
+pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
+    use std::os::unix::process::CommandExt;
+    fs::create_dir_all(&cfg.state_dir)?;
+    let config_path = cfg.state_dir.join(CONFIG_FILE);
+    write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"))?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let w_raw = w.as_raw_fd();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("shim").arg("--config").arg(&config_path);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w_raw, READY_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(w);
+    // The first shim process forks the monitor and exits at once.
+    child.wait()?;
+    let mut msg = String::new();
+    fs::File::from(r).read_to_string(&mut msg)?;
+    let msg = msg.trim();
+    Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
+        (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("shim sent a bad pid {pid:?}")),
+        (_, Some(e)) => Err(e.to_string()),
+        _ => Err(format!("shim exited before creating the container{}", if msg.is_empty() { String::new() } else { format!(": {msg}") })),
+    })
+}
+
+/// Entry point of `berth shim --config FILE`: detaches, then monitors the
+/// container that `create` makes. Never returns.
+pub fn shim_main(config_path: &Path, create: impl FnOnce(&ShimConfig, ContainerStdio) -> Result<i32, String>) -> ! {
+    // SAFETY: fd 3 was set up by `spawn` for this process alone.
+    let mut ready = unsafe { fs::File::from_raw_fd(READY_FD) };
+    let cfg: ShimConfig = match fs::read(config_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(ready, "err reading shim config {}: {e}", config_path.display());
+            std::process::exit(1);
+        }
+    };
+    // SAFETY: the shim is single-threaded here.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            let _ = writeln!(ready, "err fork: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let _ = fs::write(cfg.state_dir.join(PID_FILE), std::process::id().to_string());
+    match monitor(&cfg, ready, |stdio| create(&cfg, stdio)) {
+        Ok(_) => std::process::exit(0),
+        Err(_) => std::process::exit(1),
+    }
+}
+
+/// `berth shim --config FILE`: creates the container with its executor and
+/// monitors it. Never returns.
+pub fn run(config_path: &Path) -> ! {
+    shim_main(config_path, |cfg, stdio| {
+        use crate::oci::{executor_by_name, CreateOpts, ExecutorConfig, InitCommand};
+        let ecfg = ExecutorConfig { root: cfg.executor_root.clone(), binaries: cfg.binaries.clone(), init: InitCommand::default() };
+        let exec = executor_by_name(&cfg.handler, &ecfg).map_err(|e| e.to_string())?;
+        let pid_file = cfg.state_dir.join("init.pid");
+        let opts = CreateOpts { pid_file: Some(pid_file.clone()), stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr), ..Default::default() };
+        exec.create(&cfg.id, &cfg.bundle, opts).map_err(|e| e.to_string())?;
+        let pid = fs::read_to_string(&pid_file).map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
+        pid.trim().parse::<i32>().map_err(|_| format!("bad pid {pid:?} in {}", pid_file.display()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +331,8 @@ mod tests {
             log_path: Some(d.path().join("c.log")),
             memory_cgroups: vec![],
             handler: "test".into(),
+            executor_root: d.path().into(),
+            binaries: Default::default(),
         };
         let (r, w) = nix::unistd::pipe().unwrap();
         // The monitor owns signals and reaping for its process: run it in a
@@ -276,3 +369,4 @@ mod tests {
         assert!(lines.contains(&(Stream::Stderr, b"err".to_vec())), "{lines:?}");
     }
 }
+
