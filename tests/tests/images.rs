@@ -337,7 +337,11 @@ fn multi_platform_index_and_media_types() {
         assert_eq!(rec["id"], mine.config_digest.as_str());
         assert_eq!(rec["manifest_digest"], mine.manifest_digest.as_str());
         assert_eq!(rec["index_digest"], index.manifest_digest.as_str());
-        assert_eq!(strings(&rec["repo_digests"]), [format!("{}@{}", reg.reference("multi"), index.manifest_digest)]);
+        // The OCI and Docker variants share their config (one image ID): the
+        // record is the last pulled, with the names of both.
+        let repo_digest = format!("{}@{}", reg.reference("multi"), index.manifest_digest);
+        assert!(strings(&rec["repo_digests"]).contains(&repo_digest), "{rec:#}");
+        assert_eq!(strings(&rec["repo_tags"]).len(), if docker { 2 } else { 1 }, "{rec:#}");
         let top = rec["layers"][0]["chain_id"].as_str().unwrap().to_string();
         assert_eq!(std::fs::read_to_string(snapshot_fs(&root, &top).join("etc/arch")).unwrap(), host.architecture);
         // Nothing of the other platform was fetched.
@@ -380,8 +384,18 @@ fn multi_platform_index_and_media_types() {
         let want: Vec<&str> = if img.layer_digests.len() == 3 { vec!["zstd", "gzip", "none"] } else { vec!["gzip", "none"] };
         assert_eq!(found, want, "{tag}");
     }
-    // The gzip and plain layers are shared by the two images.
-    assert_eq!(entries(&snapshots_dir(&root)).len(), 2 + 3 + 2);
+    // One snapshot per chain: the host image's layer (shared by its OCI and
+    // Docker variants), three for the OCI image, two for the Docker one (its
+    // chains start from another base).
+    assert_eq!(entries(&snapshots_dir(&root)).len(), 1 + 3 + 2);
+
+    // Removing the images removes every manifest and index pulled for them.
+    let ids = ls_ids(&root);
+    assert_eq!(ids.len(), 3);
+    let mut args = vec!["images", "rm"];
+    args.extend(ids.iter().map(String::as_str));
+    root.berth_ok(&args);
+    assert_empty_store(&root);
 }
 
 /// A layer-heavy image whose second layer is small: `(image, big layer, small layer)`.
@@ -415,12 +429,53 @@ fn tampered_blob_is_rejected_and_nothing_stored() {
         let err = berth_fails(&root, &["images", "pull", &name]);
         assert!(err.contains(&small) && err.contains("does not match"), "{err}");
         assert!(err.contains(&name), "the error names the image: {err}");
-        assert_eq!(ls_ids(&root), Vec::<String>::new());
-        assert!(!blob_file(&root, &small).exists(), "tampered blob stored");
+        // Checked before any other berth run (opening the store removes downloads of dead processes).
         assert_eq!(ingest_leftovers(&root), Vec::<String>::new(), "downloads left in ingest");
+        assert!(!blob_file(&root, &small).exists(), "tampered blob stored");
         assert_eq!(entries(&snapshots_dir(&root)), Vec::<String>::new(), "snapshots of a failed pull");
         assert_eq!(entries(&blobs_dir(&root)), Vec::<String>::new(), "blobs of a failed pull");
+        assert_eq!(ls_ids(&root), Vec::<String>::new());
     }
+
+    // A long-lived process (the CRI server) must not accumulate downloads
+    // either: the big layer's download is cancelled when the small one fails.
+    let cfg = berth_runtime::Config { root: root.path().to_path_buf(), ..Default::default() };
+    let svc = berth_runtime::image::ImageService::open(&cfg).unwrap();
+    let creds = berth_runtime::image::Credentials::default();
+    for _ in 0..3 {
+        let e = block_on(svc.pull(&name, &creds, &berth_runtime::image::LogProgress)).unwrap_err().to_string();
+        assert!(e.contains(&small) && e.contains("does not match"), "{e}");
+        assert_eq!(ingest_leftovers(&root), Vec::<String>::new(), "downloads left in ingest");
+        assert_eq!(entries(&blobs_dir(&root)), Vec::<String>::new(), "blobs of a failed pull");
+    }
+    assert!(svc.list().unwrap().is_empty());
+
+    // A pull given up (dropped) mid-download leaves no partial file either.
+    std::fs::write(&data, &original).unwrap();
+    let (mut saw_download, mut finished) = (false, false);
+    block_on(async {
+        let pull = svc.pull(&name, &creds, &berth_runtime::image::LogProgress);
+        tokio::pin!(pull);
+        for _ in 0..1_000_000 {
+            tokio::select! {
+                biased;
+                r = &mut pull => {
+                    r.unwrap();
+                    finished = true;
+                    break;
+                }
+                _ = tokio::task::yield_now() => {
+                    if !ingest_leftovers(&root).is_empty() {
+                        saw_download = true;
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    assert!(saw_download && !finished, "the pull was not caught downloading");
+    assert_eq!(ingest_leftovers(&root), Vec::<String>::new(), "a cancelled download was left in ingest");
+    drop(svc);
 
     std::fs::write(&data, &original).unwrap();
     let out = root.berth_ok(&["images", "pull", &name]);
