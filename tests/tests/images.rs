@@ -290,7 +290,7 @@ fn pull_by_digest() {
     assert!(stdout(&out).contains(&img.config_digest));
     let rec = only_image(&root);
     assert_eq!(strings(&rec["repo_tags"]), Vec::<String>::new());
-    assert_eq!(strings(&rec["repo_digests"]), [by_digest.clone()]);
+    assert_eq!(strings(&rec["repo_digests"]), [by_digest.as_str()]);
     let table = stdout(&root.berth_ok(&["images", "ls"]));
     assert!(table.lines().any(|l| l.split_whitespace().take(2).eq([reg.reference("test/busybox").as_str(), "<none>"])), "{table}");
     root.berth_ok(&["images", "inspect", &by_digest]);
@@ -480,7 +480,7 @@ fn tampered_blob_is_rejected_and_nothing_stored() {
     std::fs::write(&data, &original).unwrap();
     let out = root.berth_ok(&["images", "pull", &name]);
     assert!(stdout(&out).contains(&img.config_digest));
-    assert_eq!(ls_ids(&root), [img.config_digest.clone()]);
+    assert_eq!(ls_ids(&root), [img.config_digest.as_str()]);
     assert!(blob_file(&root, &small).is_file() && blob_file(&root, &big).is_file());
     let chains = chain_ids(&img.diff_ids);
     assert_eq!(std::fs::read(snapshot_fs(&root, &chains[1]).join("small/file")).unwrap(), b"small");
@@ -499,7 +499,9 @@ fn tar_slip_layers_are_rejected() {
     let base = small_layer(&[("etc/base", b"base")], Compression::Gzip);
 
     let abs = format!("{out_dir}/abs-file");
-    let cases: Vec<(&str, Box<dyn Fn(&mut LayerBuilder)>, String)> = vec![
+    // (tag, adds the malicious entries, the entry the error must name)
+    type Case<'a> = (&'a str, Box<dyn Fn(&mut LayerBuilder)>, String);
+    let cases: Vec<Case> = vec![
         ("dotdot", Box::new(|l| {
             l.add_raw(b"../escape", EntryType::Regular, 0o644, None, b"x");
         }), "../escape".to_string()),
@@ -651,7 +653,7 @@ fn shared_layers_are_stored_once() {
     assert_eq!(entries(&blobs_dir(&root)).len(), 7);
 
     root.berth_ok(&["images", "rm", &na]);
-    assert_eq!(ls_ids(&root), [b.config_digest.clone()]);
+    assert_eq!(ls_ids(&root), [b.config_digest.as_str()]);
     assert_eq!(entries(&snapshots_dir(&root)), {
         let mut v = vec![hex(&cb[0]).to_string(), hex(&cb[1]).to_string()];
         v.sort();
@@ -857,7 +859,7 @@ fn registry_credentials() {
     child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ls_ids(&root), [img.config_digest.clone()]);
+    assert_eq!(ls_ids(&root), [img.config_digest.as_str()]);
 }
 
 #[test]
@@ -909,7 +911,7 @@ fn concurrent_pulls_share_one_download() {
         assert!(stdout(&out).contains(&img.config_digest));
     }
     assert_eq!((gets(&big), gets(&small)), (2, 2), "each layer fetched once more");
-    assert_eq!(ls_ids(&root), [img.config_digest.clone()]);
+    assert_eq!(ls_ids(&root), [img.config_digest.as_str()]);
     assert_eq!(entries(&snapshots_dir(&root)).len(), 2);
     let chains = chain_ids(&img.diff_ids);
     assert_eq!(std::fs::metadata(snapshot_fs(&root, &chains[0]).join("big/noise")).unwrap().len(), 16 << 20);
