@@ -75,7 +75,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                      http:\n  addr: {addr}\n  secret: berth-test-secret\n{auth_yaml}",
                     dir.path().join("storage").display()
@@ -144,9 +144,17 @@ impl Registry {
         format!("{}/{repo_and_tag}", self.addr)
     }
 
-    /// The registry's log so far.
+    /// The registry's log so far (warnings and the access log).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many `GET path` requests the registry answered with `status`,
+    /// from its access log (e.g. `/v2/test/busybox/blobs/sha256:...`).
+    pub fn count_requests(&self, method: &str, path: &str, status: u16) -> usize {
+        let request = format!("\"{method} {path} HTTP/");
+        let status = format!("\" {status} ");
+        self.log().lines().filter(|l| l.contains(&request) && l.contains(&status)).count()
     }
 }
 

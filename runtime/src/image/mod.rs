@@ -109,10 +109,22 @@ impl ImageService {
     }
 
     /// Pulls an image; returns its record. Blobs already present are reused.
+    /// A failed pull leaves no blobs or snapshots behind (unless another
+    /// pull is running, in which case a later failure or removal collects them).
     pub async fn pull(&self, image: &str, creds: &Credentials, progress: &dyn PullProgress) -> Result<ImageRecord> {
         let r = reference::parse(image)?;
+        let gc = self.gc_lock(false).await?;
+        let res = self.pull_locked(&r, creds, progress).await;
+        drop(gc);
+        if res.is_err() {
+            self.collect_after_failure().await;
+        }
+        res
+    }
+
+    async fn pull_locked(&self, r: &reference::Reference, creds: &Credentials, progress: &dyn PullProgress) -> Result<ImageRecord> {
+        let r = r.clone();
         let name = r.whole();
-        let _gc = self.gc_lock(false).await?;
         let (remote, bytes, top_digest) = pull::resolve(&self.inner.cfg, &r, creds).await?;
         progress.event(PullEvent::Resolved { reference: &name, digest: &top_digest });
         let content = &self.inner.content;
@@ -150,6 +162,46 @@ impl ImageService {
     async fn gc_lock(&self, exclusive: bool) -> Result<store::FileLock> {
         let path = self.inner.dir.join("gc.lock");
         tokio::task::spawn_blocking(move || store::lock_file(&path, exclusive)).await.expect("lock task")
+    }
+
+    /// After a failed pull or import: removes what no image uses, if no other
+    /// pull, import or removal is running (they hold the gc lock).
+    async fn collect_after_failure(&self) {
+        let this = self.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            match store::try_lock_exclusive(&this.inner.dir.join("gc.lock"))? {
+                Some(_gc) => this.collect_unused(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .expect("gc task");
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "removing the leftovers of a failed pull");
+        }
+    }
+
+    /// Removes every blob and snapshot no image record uses. The caller holds
+    /// the gc lock exclusively, so no pull or import is half done.
+    fn collect_unused(&self) -> Result<()> {
+        let images = self.list()?;
+        let used_blobs: std::collections::HashSet<&str> = images.iter().flat_map(|i| i.blobs()).collect();
+        let used_chains: std::collections::HashSet<&str> =
+            images.iter().flat_map(|i| i.layers.iter().map(|l| l.chain_id.as_str())).collect();
+        for b in self.inner.content.list()? {
+            if !used_blobs.contains(b.as_str()) {
+                tracing::debug!(digest = %b, "removing unused blob");
+                self.inner.content.remove(&b)?;
+            }
+        }
+        let snapshots = &self.inner.snapshots;
+        for c in snapshots.list().map_err(ImageError::io(snapshots.root()))? {
+            if !used_chains.contains(c.as_str()) {
+                tracing::debug!(chain_id = %c, "removing unused snapshot");
+                snapshots.remove(&c).map_err(ImageError::io(snapshots.path(&c)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Unpacks the layers of a manifest whose blobs are all stored, then
@@ -195,6 +247,7 @@ impl ImageService {
             layers: records,
             stored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             pinned: false,
+            other_blobs: Vec::new(),
         };
         self.inner.db.update(|images| Ok(merge_record(images, rec)))
     }
@@ -213,7 +266,16 @@ impl ImageService {
     /// `docker save` archive. `name` overrides the archive's own names (it is
     /// required when the archive names none).
     pub async fn import(&self, path: &Path, name: Option<&str>, progress: &dyn PullProgress) -> Result<Vec<ImageRecord>> {
-        let _gc = self.gc_lock(false).await?;
+        let gc = self.gc_lock(false).await?;
+        let res = self.import_locked(path, name, progress).await;
+        drop(gc);
+        if res.is_err() {
+            self.collect_after_failure().await;
+        }
+        res
+    }
+
+    async fn import_locked(&self, path: &Path, name: Option<&str>, progress: &dyn PullProgress) -> Result<Vec<ImageRecord>> {
         let this = self.clone();
         let (path, name) = (path.to_path_buf(), name.map(str::to_string));
         let staged = tokio::task::spawn_blocking(move || this.stage_import(&path, name.as_deref())).await.expect("import task")?;
@@ -313,6 +375,10 @@ impl ImageService {
         for l in rec.layers.iter().rev().filter(|l| !used_chains.contains(l.chain_id.as_str())) {
             self.inner.snapshots.remove(&l.chain_id).map_err(ImageError::io(self.inner.snapshots.path(&l.chain_id)))?;
         }
+        // Also whatever earlier failed pulls could not clean up.
+        if let Err(e) = self.collect_unused() {
+            tracing::warn!(error = %e, "removing unused blobs and snapshots");
+        }
         Ok(rec)
     }
 
@@ -340,17 +406,35 @@ fn merge_record(images: &mut Vec<ImageRecord>, mut rec: ImageRecord) -> ImageRec
         other.repo_tags.retain(|t| !rec.repo_tags.contains(t));
     }
     if let Some(existing) = images.iter_mut().find(|i| i.id == rec.id) {
+        // The image as last pulled or imported (its manifest may differ:
+        // another media type, index or layer compression); the names, age and
+        // pin of the stored one; and the blobs of both, so that removing the
+        // image removes them all.
+        let mut tags = std::mem::take(&mut existing.repo_tags);
         for t in rec.repo_tags.drain(..) {
-            if !existing.repo_tags.contains(&t) {
-                existing.repo_tags.push(t);
+            if !tags.contains(&t) {
+                tags.push(t);
             }
         }
+        let mut digests = std::mem::take(&mut existing.repo_digests);
         for d in rec.repo_digests.drain(..) {
-            if !existing.repo_digests.contains(&d) {
-                existing.repo_digests.push(d);
+            if !digests.contains(&d) {
+                digests.push(d);
             }
         }
-        return existing.clone();
+        let mut other: Vec<String> = Vec::new();
+        for b in existing.blobs() {
+            if !rec.blobs().any(|n| n == b) && !other.iter().any(|o| o == b) {
+                other.push(b.to_string());
+            }
+        }
+        rec.repo_tags = tags;
+        rec.repo_digests = digests;
+        rec.other_blobs = other;
+        rec.stored_at = std::mem::take(&mut existing.stored_at);
+        rec.pinned = existing.pinned;
+        *existing = rec.clone();
+        return rec;
     }
     images.push(rec.clone());
     rec

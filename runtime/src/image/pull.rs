@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::digest::finish;
 use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use sha2::{Digest as _, Sha256};
@@ -226,21 +226,23 @@ impl Remote {
             return Ok(());
         }
         progress.event(PullEvent::Downloading { digest: &desc.digest, size: desc.size });
-        let tmp = store.ingest_path(&desc.digest);
-        let res = self.download(&tmp, desc, progress).await;
-        let (n, actual) = match res {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        store.commit(&format!("{what} of {}", self.reference), &tmp, &desc.digest, Some(desc.size), &actual, n)?;
+        // Removed on every way out but a commit, including this future being
+        // dropped (a sibling layer failed, or the caller gave up).
+        let tmp = TmpFile(store.ingest_path(&desc.digest));
+        let what = format!("{what} of {}", self.reference);
+        let (n, actual) = self.download(&tmp.0, desc, &what, progress).await?;
+        store.commit(&what, &tmp.0, &desc.digest, Some(desc.size), &actual, n)?;
         progress.event(PullEvent::Downloaded { digest: &desc.digest, size: n });
         Ok(())
     }
 
-    async fn download(&self, tmp: &std::path::Path, desc: &Descriptor, progress: &dyn PullProgress) -> Result<(u64, String)> {
+    async fn download(
+        &self,
+        tmp: &std::path::Path,
+        desc: &Descriptor,
+        what: &str,
+        progress: &dyn PullProgress,
+    ) -> Result<(u64, String)> {
         let mut stream = self
             .client
             .pull_blob_stream(&self.remote, desc.digest.as_str())
@@ -250,15 +252,27 @@ impl Remote {
         let mut hasher = Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ImageError::Registry {
-                reference: self.reference.clone(),
-                registry: self.endpoint.host.clone(),
-                detail: format!("reading blob {}: {e}", desc.digest),
+            let chunk = chunk.map_err(|e| {
+                // oci-client checks the digest itself at the end of the stream.
+                let inner = e.get_ref().and_then(|i| i.downcast_ref::<DigestError>());
+                if let Some(DigestError::VerificationError { actual, .. }) = inner {
+                    return ImageError::DigestMismatch {
+                        what: what.to_string(),
+                        digest: desc.digest.clone(),
+                        actual: actual.clone(),
+                        size: n,
+                    };
+                }
+                ImageError::Registry {
+                    reference: self.reference.clone(),
+                    registry: self.endpoint.host.clone(),
+                    detail: format!("reading blob {}: {e}", desc.digest),
+                }
             })?;
             n += chunk.len() as u64;
             if n > desc.size {
                 return Err(ImageError::SizeMismatch {
-                    what: format!("blob of {}", self.reference),
+                    what: what.to_string(),
                     digest: desc.digest.clone(),
                     expected: desc.size,
                     actual: n,
@@ -270,6 +284,16 @@ impl Remote {
         }
         file.sync_all().await.map_err(ImageError::io(tmp))?;
         Ok((n, finish(hasher)))
+    }
+}
+
+/// A download in progress: removed on drop unless it was moved into the store.
+struct TmpFile(std::path::PathBuf);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        // After a commit the file is gone: NotFound is expected.
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

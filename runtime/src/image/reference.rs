@@ -14,8 +14,11 @@ pub fn parse(s: &str) -> Result<Reference> {
         return Err(invalid("surrounding whitespace".into()));
     }
     let r: Reference = s.parse().map_err(|e: oci_client::ParseError| invalid(e.to_string()))?;
-    if r.repository().bytes().any(|c| c.is_ascii_uppercase()) {
-        return Err(invalid("repository name must be lowercase".into()));
+    // Docker's grammar: repository path components are lowercase (only the
+    // registry host may have capitals). oci-client lets `UPPER/x` through as
+    // a docker.io repository.
+    if r.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(format!("repository name {:?} must be lowercase", r.repository())));
     }
     if let Some(d) = r.digest() {
         crate::digest::hex_part(d).map_err(invalid)?;
@@ -56,6 +59,7 @@ mod tests {
         assert_eq!(repo_tag(&r).unwrap(), "docker.io/library/busybox:latest");
         let r = parse("quay.io/a/b:v1").unwrap();
         assert_eq!(repo_tag(&r).unwrap(), "quay.io/a/b:v1");
+        assert_eq!(repo_name(&parse("Example.COM/x/y").unwrap()), "Example.COM/x/y");
         let r = parse("127.0.0.1:5000/x/y").unwrap();
         assert_eq!(repo_tag(&r).unwrap(), "127.0.0.1:5000/x/y:latest");
         let d = format!("sha256:{}", "a".repeat(64));
@@ -67,7 +71,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "UPPER/case", "a b", "busybox@sha256:short", "x:bad tag", "-leading"] {
+        for bad in ["", "UPPER/case", "UPPER", "quay.io/Org/x", "localhost:5000/A/b", "a b", "busybox@sha256:short", "x:bad tag", "-leading"] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("invalid image reference"), "{bad}: {e}");
         }

@@ -252,17 +252,30 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Removes temporary and half-removed directories left by a crash. Call
-    /// at startup, before any unpack runs.
+    /// Removes temporary and half-removed directories left by a crash: those
+    /// of processes that no longer run. Directories of live processes (another
+    /// `berth` unpacking into the same root) are theirs and left alone.
     pub fn cleanup_incomplete(&self) -> io::Result<()> {
         for ent in fs::read_dir(&self.root)? {
             let ent = ent?;
             let name = ent.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(TMP_PREFIX) || name.starts_with(RM_PREFIX) {
-                tracing::info!(path = %ent.path().display(), "removing incomplete snapshot dir");
-                fs::remove_dir_all(ent.path())?;
+            // `.tmp-<pid>-<n>-<nanos>` and `.rm-<hex>-<pid>-<n>`.
+            let pid = if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
+                rest.split('-').next()
+            } else if let Some(rest) = name.strip_prefix(RM_PREFIX) {
+                rest.split('-').nth(1)
+            } else {
+                continue;
+            };
+            let alive = pid
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+            if alive {
+                continue;
             }
+            tracing::info!(path = %ent.path().display(), "removing incomplete snapshot dir");
+            fs::remove_dir_all(ent.path())?;
         }
         Ok(())
     }
@@ -540,10 +553,19 @@ mod tests {
     fn cleanup_removes_incomplete_dirs() {
         let tmp = tempfile::tempdir().unwrap();
         let s = Snapshotter::new(tmp.path()).unwrap();
-        fs::create_dir_all(tmp.path().join(".tmp-1-2-3/fs/x")).unwrap();
+        // Beyond the largest possible pid: a process that is gone.
+        fs::create_dir_all(tmp.path().join(".tmp-4194305-2-3/fs/x")).unwrap();
+        fs::create_dir_all(tmp.path().join(".rm-abc-4194305-1")).unwrap();
         fs::create_dir_all(tmp.path().join(".rm-abc")).unwrap();
+        // Another live process's unpack and removal are left alone.
+        let live = [format!(".tmp-{}-0-0", std::process::id()), ".rm-abc-1-0".to_string()];
+        for d in &live {
+            fs::create_dir_all(tmp.path().join(d).join("fs")).unwrap();
+        }
         s.cleanup_incomplete().unwrap();
-        assert!(leftovers(&s).is_empty(), "{:?}", leftovers(&s));
+        let mut want = live.to_vec();
+        want.sort();
+        assert_eq!(leftovers(&s), want);
     }
 
     #[test]

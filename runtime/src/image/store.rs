@@ -33,6 +33,21 @@ pub fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock> {
         .map_err(|(_, e)| ImageError::Io { path: path.into(), source: e.into() })
 }
 
+/// Takes an exclusive flock on `path` if nobody holds it; `None` if busy.
+pub fn try_lock_exclusive(path: &Path) -> Result<Option<FileLock>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(ImageError::io(path))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(FileLock(l))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(ImageError::Io { path: path.into(), source: e.into() }),
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -178,6 +193,20 @@ impl ContentStore {
         self.commit(what, &tmp, digest, size, &actual, n)
     }
 
+    /// Digests of every stored blob.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
+            let name = e.map_err(ImageError::io(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(format!("sha256:{name}"));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn remove(&self, digest: &str) -> Result<()> {
         let p = self.blob_path(digest)?;
         match fs::remove_file(&p) {
@@ -262,6 +291,11 @@ pub struct ImageRecord {
     pub stored_at: String,
     #[serde(default)]
     pub pinned: bool,
+    /// Manifests, indexes and layer blobs of earlier pulls or imports of the
+    /// same image (same config) through other manifests: kept with the image
+    /// and removed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_blobs: Vec<String>,
 }
 
 impl ImageRecord {
@@ -276,6 +310,7 @@ impl ImageRecord {
             .into_iter()
             .chain(self.index_digest.as_deref())
             .chain(self.layers.iter().map(|l| l.digest.as_str()))
+            .chain(self.other_blobs.iter().map(String::as_str))
     }
 }
 
