@@ -9,6 +9,7 @@ packages=(
   runc crun                 # OCI runtime handlers
   containernetworking-plugins iproute2 iptables
   util-linux procps kmod
+  jq                        # hack/bench.sh edits the bundle config
 )
 
 missing=()
