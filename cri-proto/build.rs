@@ -12,6 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // AuthConfig carries registry secrets: its Debug is written by hand.
         .skip_debug(["runtime.v1.AuthConfig"])
+        // crictl-style JSON configs (snake_case proto field names, enums as numbers).
+        .type_attribute(".runtime.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(".runtime.v1", "#[serde(default)]")
+        // AuthConfig is never written out.
+        .field_attribute(".runtime.v1.AuthConfig.password", "#[serde(skip_serializing)]")
+        .field_attribute(".runtime.v1.AuthConfig.auth", "#[serde(skip_serializing)]")
+        .field_attribute(".runtime.v1.AuthConfig.identity_token", "#[serde(skip_serializing)]")
+        .field_attribute(".runtime.v1.AuthConfig.registry_token", "#[serde(skip_serializing)]")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

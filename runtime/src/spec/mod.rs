@@ -112,6 +112,8 @@ pub struct SandboxNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// No pod sandbox: namespaces without a path are created new.
+    pub standalone: bool,
 }
 
 impl SandboxNamespaces {
@@ -123,6 +125,7 @@ impl SandboxNamespaces {
             ipc: p("ipc"),
             uts: p("uts"),
             pid: p("pid"),
+            standalone: false,
         }
     }
 }

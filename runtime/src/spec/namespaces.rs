@@ -46,9 +46,11 @@ fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
 }
 
 /// Joins the sandbox's namespace; fails when the context lacks its path.
-fn join(typ: LinuxNamespaceType, path: &Option<PathBuf>) -> Result<LinuxNamespace, SpecError> {
+fn join(typ: LinuxNamespaceType, path: &Option<PathBuf>, standalone: bool) -> Result<LinuxNamespace, SpecError> {
     match path {
         Some(p) => Ok(ns(typ, Some(p.clone()))),
+        // A container without a sandbox gets its own namespaces.
+        None if standalone => Ok(ns(typ, None)),
         None => Err(SpecError::Namespace(format!(
             "no sandbox {typ} namespace path to join"
         ))),
@@ -75,9 +77,9 @@ pub(crate) fn build_namespaces(
     match mode(o.network)? {
         NamespaceMode::Node => {}
         NamespaceMode::Pod => {
-            out.push(join(LinuxNamespaceType::Network, &sb.net)?);
+            out.push(join(LinuxNamespaceType::Network, &sb.net, sb.standalone)?);
             // UTS follows the network namespace, as in containerd.
-            out.push(join(LinuxNamespaceType::Uts, &sb.uts)?);
+            out.push(join(LinuxNamespaceType::Uts, &sb.uts, sb.standalone)?);
         }
         m => {
             return Err(SpecError::Namespace(format!(
@@ -87,7 +89,7 @@ pub(crate) fn build_namespaces(
     }
     match mode(o.ipc)? {
         NamespaceMode::Node => {}
-        NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Ipc, &sb.ipc)?),
+        NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Ipc, &sb.ipc, sb.standalone)?),
         m => {
             return Err(SpecError::Namespace(format!(
                 "ipc mode {m:?} is not supported"
@@ -96,7 +98,7 @@ pub(crate) fn build_namespaces(
     }
     match mode(o.pid)? {
         NamespaceMode::Node => {}
-        NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Pid, &sb.pid)?),
+        NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Pid, &sb.pid, sb.standalone)?),
         NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)),
         NamespaceMode::Target => {
             let pid = ctx.target_pid.ok_or_else(|| {
