@@ -16,6 +16,11 @@ pub struct Config {
     pub root: PathBuf,
     /// Volatile state: sockets, mounts.
     pub run_root: PathBuf,
+    /// cgroupfs parent of container cgroups.
+    pub cgroup_parent: String,
+    /// Binaries of runtime handlers other than the built-in one, by name
+    /// (`runc`, `crun` are found on PATH when not listed).
+    pub runtimes: BTreeMap<String, PathBuf>,
     /// Registries that may be reached over plain http (host or host:port).
     pub insecure_registries: Vec<String>,
     /// Per-registry settings, keyed by registry host (`docker.io`, `registry.k8s.io`, ...).
@@ -41,6 +46,8 @@ impl Default for Config {
         Self {
             root: PathBuf::from(DEFAULT_ROOT),
             run_root: PathBuf::from(DEFAULT_RUN_ROOT),
+            cgroup_parent: "/berth".into(),
+            runtimes: BTreeMap::new(),
             insecure_registries: vec!["127.0.0.1".into(), "localhost".into()],
             registry: BTreeMap::new(),
         }

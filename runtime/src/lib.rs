@@ -2,6 +2,7 @@
 //! sandboxes and the CRI server.
 
 pub mod config;
+pub mod container;
 pub mod digest;
 pub mod image;
 pub mod linux;

@@ -1,5 +1,6 @@
 //! The `berth` command line.
 
+mod containers;
 mod images;
 
 use berth_runtime::Config;
@@ -16,6 +17,12 @@ pub struct Cli {
     /// State root (overrides the config file).
     #[arg(long, global = true, env = "BERTH_ROOT")]
     root: Option<PathBuf>,
+    /// Volatile state root (default: the config's, or ROOT/run when --root is given).
+    #[arg(long, global = true, env = "BERTH_RUN_ROOT")]
+    run_root: Option<PathBuf>,
+    /// cgroupfs parent for container cgroups (overrides the config file).
+    #[arg(long, global = true, env = "BERTH_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
     log_level: String,
@@ -28,6 +35,9 @@ enum Command {
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Run and manage standalone containers from CRI container configs.
+    #[command(subcommand, alias = "containers")]
+    Container(containers::ContainerCommand),
     /// The built-in OCI runtime, with runc's command line (create, start, state, kill, delete, run, exec, ps, features).
     Oci(berth_runtime::oci::OciCommand),
     /// Internal: the per-container shim.
@@ -49,6 +59,13 @@ impl Cli {
         };
         if let Some(root) = &self.root {
             cfg.root = root.clone();
+            cfg.run_root = root.join("run");
+        }
+        if let Some(run) = &self.run_root {
+            cfg.run_root = run.clone();
+        }
+        if let Some(p) = &self.cgroup_parent {
+            cfg.cgroup_parent = p.clone();
         }
         Ok(cfg)
     }
@@ -84,6 +101,7 @@ pub fn main() -> ExitCode {
         let rt = tokio::runtime::Runtime::new()?;
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
+            Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
             Command::Oci(_) | Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         }
     })();
