@@ -249,6 +249,8 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
 pub const CONFIG_FILE: &str = "shim.json";
 /// The fd on which a starting shim finds its readiness pipe.
 const READY_FD: i32 = 3;
+/// How long [`spawn`] waits for the shim to create the container.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts a detached shim (`<exe> shim --config <state_dir>/shim.json`) and
 /// waits until it has created the container. Returns the container's init
@@ -281,8 +283,34 @@ pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
     drop(w);
     // The first shim process forks the monitor and exits at once.
     child.wait()?;
-    let mut msg = String::new();
-    fs::File::from(r).read_to_string(&mut msg)?;
+    // Read until EOF, but not forever: a shim stuck in the executor must
+    // not hang the daemon.
+    let mut msg = Vec::new();
+    let mut r = fs::File::from(r);
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) if left.is_zero() => {
+                if let Some(pid) = fs::read_to_string(cfg.state_dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                return Ok(Err(format!("shim did not create the container within {}s", SPAWN_TIMEOUT.as_secs())));
+            }
+            Ok(_) => {}
+        }
+        let mut chunk = [0u8; 4096];
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let msg = String::from_utf8_lossy(&msg);
     let msg = msg.trim();
     Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
         (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("shim sent a bad pid {pid:?}")),
