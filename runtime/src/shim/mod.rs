@@ -111,8 +111,22 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGHUP);
     mask.add(Signal::SIGPIPE);
-    mask.thread_block()?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // The signals are blocked (for the signalfd) only once the container
+    // exists: a blocked mask is inherited through fork and exec, and the
+    // executor's processes (and so the container) would start with these
+    // signals blocked, e.g. deaf to SIGTERM. Until then, no-op handlers keep
+    // them from killing the shim; handlers, unlike a mask or SIG_IGN, are
+    // reset by exec.
+    extern "C" fn ignore(_: libc::c_int) {}
+    let noop = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(ignore),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        unsafe { nix::sys::signal::sigaction(sig, &noop)? };
+    }
 
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -124,6 +138,8 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
             return Err(io::Error::other(msg));
         }
     };
+    mask.thread_block()?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let _ = writeln!(ready, "ok {pid}");
     drop(ready);
 
@@ -135,6 +151,9 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
     let mut status: Option<(i32, Option<i32>)> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
+    // Reap at once on the first pass: a SIGCHLD that came before the
+    // signalfd existed went to the no-op handler.
+    let mut first = true;
     loop {
         if status.is_some() && open.iter().all(Option::is_none) {
             break;
@@ -147,9 +166,11 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
                 }
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
             }
+            None if first => PollTimeout::ZERO,
             // A periodic reap as well, in case a SIGCHLD was consumed elsewhere.
             None => PollTimeout::from(5000u16),
         };
+        first = false;
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         let slots: Vec<usize> = (0..2).filter(|i| open[*i].is_some()).collect();
         for i in &slots {
@@ -162,14 +183,17 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         }
         let ready_fds: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
-        if status.is_none() {
-            while let Ok(Some(si)) = sfd.read_signal() {
-                if si.ssi_signo == Signal::SIGUSR1 as u32 {
-                    if let Some(l) = log.as_mut() {
-                        let _ = l.reopen();
-                    }
+        // Always drain the signalfd: a pending signal left unread (e.g. a
+        // SIGCHLD from another reparented process while draining the pipes)
+        // keeps it readable and would turn the poll into a busy loop.
+        while let Ok(Some(si)) = sfd.read_signal() {
+            if si.ssi_signo == Signal::SIGUSR1 as u32 {
+                if let Some(l) = log.as_mut() {
+                    let _ = l.reopen();
                 }
             }
+        }
+        if status.is_none() {
             loop {
                 match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -225,6 +249,8 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
 pub const CONFIG_FILE: &str = "shim.json";
 /// The fd on which a starting shim finds its readiness pipe.
 const READY_FD: i32 = 3;
+/// How long [`spawn`] waits for the shim to create the container.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts a detached shim (`<exe> shim --config <state_dir>/shim.json`) and
 /// waits until it has created the container. Returns the container's init
@@ -242,7 +268,12 @@ pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(w_raw, READY_FD) < 0 {
+            if w_raw == READY_FD {
+                // dup2 onto itself keeps close-on-exec: clear it by hand.
+                if libc::fcntl(READY_FD, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(w_raw, READY_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -252,8 +283,34 @@ pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
     drop(w);
     // The first shim process forks the monitor and exits at once.
     child.wait()?;
-    let mut msg = String::new();
-    fs::File::from(r).read_to_string(&mut msg)?;
+    // Read until EOF, but not forever: a shim stuck in the executor must
+    // not hang the daemon.
+    let mut msg = Vec::new();
+    let mut r = fs::File::from(r);
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) if left.is_zero() => {
+                if let Some(pid) = fs::read_to_string(cfg.state_dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                return Ok(Err(format!("shim did not create the container within {}s", SPAWN_TIMEOUT.as_secs())));
+            }
+            Ok(_) => {}
+        }
+        let mut chunk = [0u8; 4096];
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let msg = String::from_utf8_lossy(&msg);
     let msg = msg.trim();
     Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
         (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("shim sent a bad pid {pid:?}")),
@@ -267,6 +324,9 @@ pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
 pub fn shim_main(config_path: &Path, create: impl FnOnce(&ShimConfig, ContainerStdio) -> Result<i32, String>) -> ! {
     // SAFETY: fd 3 was set up by `spawn` for this process alone.
     let mut ready = unsafe { fs::File::from_raw_fd(READY_FD) };
+    // dup2 left it inheritable: keep it out of the executor and the
+    // container, or the daemon would not see EOF until they exit.
+    let _ = nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     let cfg: ShimConfig = match fs::read(config_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
         Ok(c) => c,
         Err(e) => {

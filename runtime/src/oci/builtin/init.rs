@@ -200,6 +200,13 @@ struct Prepared {
 impl Prepared {
     /// Loads seccomp (when no_new_privs defers it) and execs. Returns only on failure.
     fn exec(self, seccomp: Option<&seccomp::CompiledSeccomp>) -> SysError {
+        // Start the process with default signal handling, as runc does: this
+        // init is a Rust program (which ignores SIGPIPE, and an ignored
+        // signal stays ignored through exec) and may have inherited a mask.
+        // Done before seccomp, which could deny these calls.
+        // SAFETY: restoring the default disposition installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+        let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
         if self.no_new_privs {
             if let Some(s) = seccomp {
                 if let Err(e) = s.load() {
