@@ -63,8 +63,8 @@ pub enum ContainerCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     /// A CRI ContainerConfig as JSON (crictl's format); flags below override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    cri_config: Option<PathBuf>,
     /// Image reference (must be pulled).
     #[arg(long)]
     image: Option<String>,
@@ -87,7 +87,7 @@ pub struct CreateArgs {
 
 impl CreateArgs {
     fn config(&self) -> anyhow::Result<ContainerConfig> {
-        let mut c = match &self.config {
+        let mut c = match &self.cri_config {
             Some(p) => {
                 let text = std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
                 serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: not a CRI ContainerConfig: {e}", p.display()))?

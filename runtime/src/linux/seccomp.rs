@@ -113,10 +113,17 @@ pub fn compile(profile: &LinuxSeccomp) -> SysResult<CompiledSeccomp> {
 }
 
 impl CompiledSeccomp {
-    /// Loads the filters into this thread. Needs no_new_privs or CAP_SYS_ADMIN.
+    /// Loads the filters into this thread. Needs no_new_privs or
+    /// CAP_SYS_ADMIN; unlike seccompiler's `apply_filter` it does not set
+    /// no_new_privs itself, so the spec decides.
     pub fn load(&self) -> SysResult<()> {
-        for p in &self.programs {
-            seccompiler::apply_filter(p).map_err(|e| SysError::msg(format!("load seccomp filter: {e}")))?;
+        for p in self.programs.iter().filter(|p| !p.is_empty()) {
+            let prog = libc::sock_fprog { len: p.len() as u16, filter: p.as_ptr() as *mut libc::sock_filter };
+            // SAFETY: the kernel copies the program, which outlives the call.
+            let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };
+            if rc != 0 {
+                return Err(SysError::msg(format!("load seccomp filter: {}", std::io::Error::last_os_error())));
+            }
         }
         Ok(())
     }

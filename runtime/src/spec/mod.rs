@@ -37,7 +37,8 @@ pub use seccomp::default_profile;
 pub use user::ResolvedUser;
 
 /// OCI runtime-spec version written into every spec.
-pub const OCI_VERSION: &str = "1.2.0";
+/// The runtime-spec version written into specs; crun 1.8 refuses newer ones.
+pub const OCI_VERSION: &str = "1.0.2-dev";
 
 /// Annotation keys set on every container spec, as containerd names them.
 pub mod annotations {
