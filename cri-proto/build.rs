@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Encoded by protox itself so field options such as debug_redact survive.
     std::fs::write(out.join("cri_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
+        // RPCs a server does not implement answer Unimplemented.
+        .generate_default_stubs(true)
         // AuthConfig carries registry secrets: its Debug is written by hand.
         .skip_debug(["runtime.v1.AuthConfig"])
         // crictl-style JSON configs (snake_case proto field names, enums as numbers).

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod image;
 pub mod linux;
 pub mod logs;
+pub mod server;
 pub mod oci;
 pub mod shim;
 pub mod spec;

@@ -262,3 +262,69 @@ impl TestRoot {
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
 }
+
+/// A `berth cri` server on its own socket and state root; killed (by pid)
+/// and cleaned up on drop.
+pub struct CriServer {
+    child: Child,
+    pub root: TestRoot,
+    pub socket: PathBuf,
+}
+
+impl CriServer {
+    pub fn start() -> CriServer {
+        let root = TestRoot::new();
+        let socket = root.path().join("berth.sock");
+        let log = std::fs::File::create(root.path().join("cri.log")).expect("cri log");
+        let child = Command::new(berth_bin())
+            .arg("--root")
+            .arg(root.path())
+            .args(["--log-level", "debug", "cri", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start berth cri");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "berth cri did not create {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        CriServer { child, root, socket }
+    }
+
+    /// A gRPC channel to the server's socket.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let path = self.socket.clone();
+        tonic::transport::Endpoint::try_from("http://[::1]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .expect("connect to berth cri")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("cri.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for CriServer {
+    fn drop(&mut self) {
+        // SIGTERM for a clean shutdown, then make sure it is gone.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

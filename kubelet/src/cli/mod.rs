@@ -35,6 +35,12 @@ enum Command {
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Serve the Kubernetes CRI v1 API (RuntimeService and ImageService) on a unix socket.
+    Cri {
+        /// The socket path.
+        #[arg(long, default_value = berth_runtime::server::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Run and manage standalone containers from CRI container configs.
     #[command(subcommand, alias = "containers")]
     Container(containers::ContainerCommand),
@@ -71,6 +77,19 @@ impl Cli {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
 fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -102,6 +121,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
+            Command::Cri { socket } => rt.block_on(async {
+                let exe = std::env::current_exe()?;
+                berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }),
             Command::Oci(_) | Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         }
     })();

@@ -1,0 +1,45 @@
+//! The one place errors become gRPC statuses.
+
+use crate::container::ContainerError;
+use crate::image::ImageError;
+use tonic::{Code, Status};
+
+pub fn image(e: ImageError) -> Status {
+    let code = match &e {
+        ImageError::InvalidReference { .. } | ImageError::NoPlatform { .. } | ImageError::UnsupportedMediaType { .. } => Code::InvalidArgument,
+        ImageError::NotFound { .. } | ImageError::NotInRegistry { .. } => Code::NotFound,
+        ImageError::Unauthorized { .. } => Code::PermissionDenied,
+        ImageError::Unreachable { .. } => Code::Unavailable,
+        ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } | ImageError::Malformed { .. } | ImageError::Unpack { .. } => Code::DataLoss,
+        ImageError::Registry { .. } => Code::Unknown,
+        ImageError::Import { .. } | ImageError::Io { .. } => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+pub fn container(e: ContainerError) -> Status {
+    let code = match &e {
+        ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Code::NotFound,
+        ContainerError::NameInUse { .. } => Code::AlreadyExists,
+        ContainerError::Invalid { .. } | ContainerError::Spec { .. } => Code::InvalidArgument,
+        ContainerError::BadState { .. } => Code::FailedPrecondition,
+        ContainerError::Image(i) => return image_ref(i),
+        ContainerError::Exec { .. } | ContainerError::Create { .. } => Code::Unknown,
+        ContainerError::Io { .. } => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn image_ref(e: &ImageError) -> Status {
+    let code = match e {
+        ImageError::InvalidReference { .. } => Code::InvalidArgument,
+        ImageError::NotFound { .. } => Code::NotFound,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// A required field that is missing.
+pub fn missing(field: &str) -> Status {
+    Status::invalid_argument(format!("{field} is required"))
+}

@@ -1,0 +1,42 @@
+//! The CRI v1 gRPC server on a unix socket: thin adapters over the image
+//! service and the sandbox and container managers.
+
+pub mod error;
+pub mod image;
+pub mod runtime;
+
+use crate::container::{Manager as Containers, ManagerConfig};
+use crate::image::ImageService;
+use crate::Config;
+use cri_proto::v1::image_service_server::ImageServiceServer;
+use cri_proto::v1::runtime_service_server::RuntimeServiceServer;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default CRI socket.
+pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
+
+/// Serves the CRI on `socket` until `shutdown` resolves.
+pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let images = ImageService::open(cfg)?;
+    let containers = Arc::new(Containers::new(ManagerConfig::from_config(cfg, exe), images.clone())?);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(anyhow::anyhow!("removing stale socket {}: {e}", socket.display())),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| anyhow::anyhow!("binding {}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %socket.display(), "serving CRI");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers }))
+        .add_service(ImageServiceServer::new(image::ImageServer { images }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}

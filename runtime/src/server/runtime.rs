@@ -1,0 +1,69 @@
+//! The CRI RuntimeService.
+
+use crate::container::Manager as Containers;
+use cri_proto::v1 as cri;
+use cri_proto::v1::runtime_service_server::RuntimeService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub const RUNTIME_NAME: &str = "berth";
+pub const CRI_API_VERSION: &str = "v1";
+
+pub struct RuntimeServer {
+    pub containers: Arc<Containers>,
+}
+
+fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
+    cri::RuntimeCondition { r#type: kind.into(), status, reason: reason.into(), message: message.into() }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeServer {
+    async fn version(&self, _req: Request<cri::VersionRequest>) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: CRI_API_VERSION.into(),
+        }))
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
+        let verbose = req.into_inner().verbose;
+        let conditions = vec![
+            condition("RuntimeReady", true, "", ""),
+            condition("NetworkReady", false, "NetworkPluginNotReady", "CNI networking is not configured yet"),
+        ];
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            info.insert("config".to_string(), serde_json::json!({ "runtimeName": RUNTIME_NAME, "cgroupDriver": "cgroupfs" }).to_string());
+        }
+        let handlers = ["builtin", "runc", "crun"]
+            .iter()
+            .map(|h| cri::RuntimeHandler {
+                name: if *h == "builtin" { String::new() } else { h.to_string() },
+                features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+            })
+            .collect();
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: handlers,
+            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: false, ..Default::default() }),
+        }))
+    }
+
+    async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: cri::CgroupDriver::Cgroupfs as i32 }),
+        }))
+    }
+
+    async fn update_runtime_config(&self, _req: Request<cri::UpdateRuntimeConfigRequest>) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        Err(Status::unimplemented("CheckpointContainer is not supported by berth"))
+    }
+}
