@@ -467,6 +467,20 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Asks the container's shim to reopen its log file (after rotation).
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let st = self.status(id)?;
+        if st.state != State::Running {
+            return Err(ContainerError::BadState { id: id.into(), state: st.state.as_str(), op: "reopen its log" });
+        }
+        let run = self.run_path(id);
+        let pid = shim_pid(&run).ok_or_else(|| ContainerError::BadState { id: id.into(), state: "without a shim", op: "reopen its log" })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1)
+            .map_err(|e| ContainerError::Io { id: id.into(), path: run.join(shim::PID_FILE), source: e.into() })
+    }
+}
+
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound {
         Ok(())

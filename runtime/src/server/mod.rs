@@ -1,6 +1,7 @@
 //! The CRI v1 gRPC server on a unix socket: thin adapters over the image
 //! service and the sandbox and container managers.
 
+pub mod container;
 pub mod error;
 pub mod image;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! The CRI RuntimeService.
 
+use super::container;
 use crate::container::Manager as Containers;
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_server::RuntimeService;
@@ -61,6 +62,37 @@ impl RuntimeService for RuntimeServer {
 
     async fn update_runtime_config(&self, _req: Request<cri::UpdateRuntimeConfigRequest>) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
+        container::start(&self.containers, &req.into_inner().container_id)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let req = req.into_inner();
+        container::stop(&self.containers, &req.container_id, req.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        container::remove(&self.containers, &req.into_inner().container_id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let containers = container::list(&self.containers, req.into_inner().filter.as_ref())?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(container::status(&self.containers, &req.container_id, req.verbose)?))
+    }
+
+    async fn reopen_container_log(&self, req: Request<cri::ReopenContainerLogRequest>) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        container::reopen_log(&self.containers, &req.into_inner().container_id)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
