@@ -155,6 +155,9 @@ pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode>
             }
             m.wait(&id, None).await?;
             let st = m.status(&id)?;
+            if let Some(p) = &st.record.log_path {
+                print_log(p)?;
+            }
             if rm {
                 m.remove(&id).await?;
             }
@@ -194,16 +197,7 @@ pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode>
         ContainerCommand::Logs { id } => {
             let st = m.status(&m.resolve(&id)?)?;
             let path = st.record.log_path.ok_or_else(|| anyhow::anyhow!("container {} has no log file", st.record.id))?;
-            let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            use std::io::Write;
-            for (stream, line) in berth_runtime::logs::read_lines(&text) {
-                let mut line = line;
-                line.push(b'\n');
-                match stream {
-                    berth_runtime::logs::Stream::Stdout => std::io::stdout().write_all(&line)?,
-                    berth_runtime::logs::Stream::Stderr => std::io::stderr().write_all(&line)?,
-                }
-            }
+            print_log(&path)?;
         }
         ContainerCommand::Wait { id } => {
             let id = m.resolve(&id)?;
@@ -214,19 +208,30 @@ pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a CRI log: stdout lines to stdout, stderr lines to stderr.
+fn print_log(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    for (stream, mut line) in berth_runtime::logs::read_lines(&text) {
+        line.push(b'\n');
+        match stream {
+            berth_runtime::logs::Stream::Stdout => std::io::stdout().write_all(&line)?,
+            berth_runtime::logs::Stream::Stderr => std::io::stderr().write_all(&line)?,
+        }
+    }
+    Ok(())
+}
+
 fn print_table(list: &[Status]) {
-    println!("{:<13}   {:<30}   {:<8}   {:<20}   {:<8}   EXIT", "CONTAINER", "IMAGE", "STATE", "NAME", "RUNTIME");
+    let mut rows = vec![["CONTAINER".to_string(), "IMAGE".into(), "STATE".into(), "NAME".into(), "RUNTIME".into(), "EXIT".into()]];
     for s in list {
-        let name = s.record.config.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+        let name = s.record.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
         let exit = if s.state == State::Exited { format!("{} ({})", s.exit_code, s.reason) } else { String::new() };
-        println!(
-            "{:<13}   {:<30}   {:<8}   {:<20}   {:<8}   {}",
-            &s.record.id[..13],
-            s.record.image_ref,
-            s.state.as_str(),
-            name,
-            s.record.handler,
-            exit
-        );
+        rows.push([s.record.id[..13].to_string(), s.record.image_ref.clone(), s.state.as_str().into(), name, s.record.handler.clone(), exit]);
+    }
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        println!("{}", line.join("   ").trim_end());
     }
 }

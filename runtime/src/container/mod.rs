@@ -175,13 +175,15 @@ impl Manager {
         self.cfg.run_dir.join(id)
     }
 
-    /// Resolves a full ID, a unique ID prefix, or a name.
+    /// Resolves a full ID, a unique ID prefix, a full name, or a unique
+    /// metadata name.
     pub fn resolve(&self, key: &str) -> Result<String> {
         let all = self.records()?;
         if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
             return Ok(r.id.clone());
         }
-        let hits: Vec<_> = all.iter().filter(|r| key.len() >= 4 && r.id.starts_with(key)).collect();
+        let meta_name = |r: &ContainerRecord| r.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let hits: Vec<_> = all.iter().filter(|r| (key.len() >= 4 && r.id.starts_with(key)) || meta_name(r) == key).collect();
         match hits.as_slice() {
             [one] => Ok(one.id.clone()),
             _ => Err(ContainerError::NotFound(key.into())),
@@ -283,6 +285,7 @@ impl Manager {
             .map_err(io_err(id, &rootfs))?;
 
         let cgroups_path = spec::cgroups_path(&self.cfg.cgroup_parent, id, false, "");
+        let log_path = log_path.or_else(|| Some(state.join("container.log")));
         let min_oom = fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut namespaces = sandbox.unwrap_or_default();
         if sandbox_id.is_empty() {
@@ -293,7 +296,8 @@ impl Manager {
             sandbox_id: sandbox_id.into(),
             rootfs: rootfs.clone(),
             sandbox_namespaces: namespaces,
-            sandbox_hostname: sandbox_config.hostname.clone(),
+            // A standalone container is named like docker names it: its short ID.
+            sandbox_hostname: if sandbox_config.hostname.is_empty() && sandbox_id.is_empty() { id[..12].to_string() } else { sandbox_config.hostname.clone() },
             cgroups_path: cgroups_path.clone(),
             bounding_set: spec::host_bounding_set().ok(),
             min_oom_score_adj: min_oom,
