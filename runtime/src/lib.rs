@@ -8,6 +8,7 @@ pub mod image;
 pub mod linux;
 pub mod logs;
 pub mod oci;
+pub mod sandbox;
 pub mod shim;
 pub mod spec;
 

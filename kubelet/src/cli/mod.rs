@@ -46,6 +46,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Internal: a pod sandbox's pause process.
+    #[command(hide = true)]
+    Pause(berth_runtime::sandbox::pause::PauseArgs),
 }
 
 impl Cli {
@@ -84,6 +87,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Shim { config } => berth_runtime::shim::run(&config),
+        // Before any thread exists: it unshares namespaces and forks.
+        Command::Pause(args) => berth_runtime::sandbox::pause::pause_main(&args),
         Command::Oci(cmd) => {
             return match berth_runtime::oci::run_oci_command(cmd) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -102,7 +107,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
-            Command::Oci(_) | Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+            Command::Oci(_) | Command::Shim { .. } | Command::Pause(_) => unreachable!("handled before the runtime starts"),
         }
     })();
     match res {
