@@ -460,3 +460,20 @@ fn missing_metadata_is_rejected_naming_the_field() {
     assert_eq!(std::fs::read_dir(fx.dir.path().join("run")).unwrap().count(), 0);
     assert!(cgroup_dirs(&fx.cgroup_parent).is_empty());
 }
+
+#[test]
+fn a_failed_start_leaves_nothing() {
+    let fx = Fx::new();
+    let mut cfg = Fx::sb_config(fx.dir.path(), &fx.cgroup_parent);
+    cfg.exe = fx.dir.path().join("no-such-berth");
+    let m = Manager::new(cfg).unwrap();
+    let pod = fx.pod("nopause", NamespaceMode::Pod, NamespaceMode::Pod, NamespaceMode::Pod);
+    let e = m.run(&pod, "").unwrap_err();
+    assert!(e.to_string().contains("no-such-berth"), "{e}");
+    assert!(m.list().unwrap().is_empty());
+    assert!(mounts_under(fx.dir.path()).is_empty());
+    assert_eq!(std::fs::read_dir(fx.dir.path().join("run")).unwrap().count(), 0);
+    assert!(cgroup_dirs(&fx.cgroup_parent).iter().all(|d| std::fs::read_dir(d).unwrap().flatten().all(|e| !e.path().is_dir())));
+    // The name is free again.
+    fx.mgr.run(&pod, "").unwrap();
+}
