@@ -9,6 +9,7 @@ pub mod linux;
 pub mod logs;
 pub mod server;
 pub mod oci;
+pub mod sandbox;
 pub mod shim;
 pub mod spec;
 

@@ -52,6 +52,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Internal: a pod sandbox's pause process.
+    #[command(hide = true)]
+    Pause(berth_runtime::sandbox::pause::PauseArgs),
 }
 
 impl Cli {
@@ -103,6 +106,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Shim { config } => berth_runtime::shim::run(&config),
+        // Before any thread exists: it unshares namespaces and forks.
+        Command::Pause(args) => berth_runtime::sandbox::pause::pause_main(&args),
         Command::Oci(cmd) => {
             return match berth_runtime::oci::run_oci_command(cmd) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -126,7 +131,7 @@ pub fn main() -> ExitCode {
                 berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }),
-            Command::Oci(_) | Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+            Command::Oci(_) | Command::Shim { .. } | Command::Pause(_) => unreachable!("handled before the runtime starts"),
         }
     })();
     match res {

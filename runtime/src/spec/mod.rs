@@ -35,6 +35,8 @@ pub use reader::{DeviceNode, HostFs, HostReader};
 pub use resources::{cgroups_path, cpu_shares_to_weight, memory_swap_to_v2};
 pub use seccomp::default_profile;
 pub use user::ResolvedUser;
+/// Validates and normalizes a pod's sysctls (the pause process applies them).
+pub(crate) use namespaces::build_sysctls;
 
 /// OCI runtime-spec version written into every spec.
 /// The runtime-spec version written into specs; crun 1.8 refuses newer ones.
