@@ -275,12 +275,29 @@ impl CriServer {
     pub fn start() -> CriServer {
         let root = TestRoot::new();
         let socket = root.path().join("berth.sock");
-        let log = std::fs::File::create(root.path().join("cri.log")).expect("cri log");
+        let child = Self::spawn(&root, &socket);
+        CriServer { child, root, socket }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again over the same state.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.root, &self.socket);
+    }
+
+    fn spawn(root: &TestRoot, socket: &Path) -> Child {
+        let _ = std::fs::remove_file(socket);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(root.path().join("cri.log")).expect("cri log");
         let child = Command::new(berth_bin())
             .arg("--root")
             .arg(root.path())
             .args(["--log-level", "debug", "cri", "--socket"])
-            .arg(&socket)
+            .arg(socket)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -291,7 +308,7 @@ impl CriServer {
             assert!(Instant::now() < deadline, "berth cri did not create {}", socket.display());
             std::thread::sleep(Duration::from_millis(20));
         }
-        CriServer { child, root, socket }
+        child
     }
 
     /// A gRPC channel to the server's socket.
@@ -313,8 +330,34 @@ impl CriServer {
     }
 }
 
+impl CriServer {
+    /// Removes every pod sandbox and container through the API, so a test
+    /// that fails halfway leaves no processes, mounts or cgroups.
+    fn remove_everything(&self) {
+        use cri_proto::v1 as cri;
+        use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
+        let _ = block_on(async {
+            let mut rt = RuntimeServiceClient::new(self.channel().await);
+            if let Ok(list) = rt.list_containers(cri::ListContainersRequest::default()).await {
+                for c in list.into_inner().containers {
+                    let _ = rt.remove_container(cri::RemoveContainerRequest { container_id: c.id }).await;
+                }
+            }
+            if let Ok(list) = rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await {
+                for p in list.into_inner().items {
+                    let _ = rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p.id }).await;
+                }
+            }
+            Ok::<(), ()>(())
+        });
+    }
+}
+
 impl Drop for CriServer {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.remove_everything();
+        }
         // SIGTERM for a clean shutdown, then make sure it is gone.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -103,3 +103,148 @@ fn image_service_rpcs() {
     });
     assert!(!server.log().contains("s3cret-pass-xyz"));
 }
+
+/// A pod through the socket in the order crictl uses: runp, create, start,
+/// ps, inspect, logs, stop, rm, stopp, rmp; then error codes, restart
+/// recovery and a leak check.
+#[test]
+fn pod_lifecycle() {
+    require_root();
+    let layout = tempfile::tempdir().unwrap();
+    let img = builder::busybox_image().unwrap();
+    builder::write_oci_layout(layout.path(), &[("cri/busybox:1", (&img).into())]).unwrap();
+    let mut server = CriServer::start();
+    let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", "cri/busybox:1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logs = tempfile::tempdir().unwrap();
+    let parent = format!("/berth-critest-{}", std::process::id());
+    let pod = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: "web".into(), namespace: "default".into(), uid: "uid-1".into(), attempt: 0 }),
+        hostname: "web-pod".into(),
+        log_directory: logs.path().display().to_string(),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig { cgroup_parent: parent.clone(), ..Default::default() }),
+        ..Default::default()
+    };
+    let ctr = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: "main".into(), attempt: 0 }),
+        image: spec("cri/busybox:1"),
+        command: vec!["sh".into(), "-c".into(), "echo hello from $(hostname); sleep 300".into()],
+        log_path: "main/0.log".into(),
+        ..Default::default()
+    };
+    let (sid, cid) = block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let sid = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        // CRI names are unique.
+        let e = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let mut bad = pod.clone();
+        bad.metadata.as_mut().unwrap().name.clear();
+        let e = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(bad), runtime_handler: String::new() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("name"), "{e:?}");
+
+        let cid = rt
+            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr.clone()), sandbox_config: Some(pod.clone()) })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        let e = rt
+            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr.clone()), sandbox_config: Some(pod.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(st.state, cri::ContainerState::ContainerCreated as i32);
+        rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: true }).await.unwrap().into_inner();
+        assert_eq!(st.status.as_ref().unwrap().state, cri::ContainerState::ContainerRunning as i32);
+        assert_eq!(st.status.as_ref().unwrap().log_path, logs.path().join("main/0.log").display().to_string());
+        let cpid = serde_json::from_str::<serde_json::Value>(&st.info["info"]).unwrap()["pid"].as_i64().unwrap();
+        let sst = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sid.clone(), verbose: true }).await.unwrap().into_inner();
+        assert_eq!(sst.status.as_ref().unwrap().state, cri::PodSandboxState::SandboxReady as i32);
+        let ppid = serde_json::from_str::<serde_json::Value>(&sst.info["info"]).unwrap()["pid"].as_i64().unwrap();
+        // The container lives in the pod's network, IPC and UTS namespaces.
+        for ns in ["net", "ipc", "uts"] {
+            let c = std::fs::read_link(format!("/proc/{cpid}/ns/{ns}")).unwrap();
+            let p = std::fs::read_link(format!("/proc/{ppid}/ns/{ns}")).unwrap();
+            let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            assert_eq!(c, p, "{ns} namespace shared with the pause");
+            assert_ne!(c, host, "{ns} namespace is not the host's");
+        }
+        let log_file = logs.path().join("main/0.log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log_file).unwrap_or_default().contains("hello from web-pod") {
+            assert!(std::time::Instant::now() < deadline, "log never showed the pod hostname");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let listed = rt
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter { pod_sandbox_id: sid.clone(), ..Default::default() }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(listed.len(), 1);
+        let pods = rt
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter { label_selector: [("app".to_string(), "web".to_string())].into(), ..Default::default() }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert_eq!(pods.len(), 1);
+        let e = rt.container_status(cri::ContainerStatusRequest { container_id: "nope".into(), verbose: false }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        (sid, cid)
+    });
+
+    // kill -9 of the server: the container keeps running, and a new server
+    // reports everything as it was.
+    server.kill9();
+    assert!(server.root.path().join("run").exists());
+    server.restart();
+    block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "running across a daemon crash");
+        let sst = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sid.clone(), verbose: false }).await.unwrap().into_inner();
+        assert_eq!(sst.status.unwrap().state, cri::PodSandboxState::SandboxReady as i32);
+
+        rt.stop_container(cri::StopContainerRequest { container_id: cid.clone(), timeout: 1 }).await.unwrap();
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+        assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+        // The pod shares a PID namespace (pid mode POD) whose PID 1 is the
+        // pause, so the shell gets the default SIGTERM action.
+        assert_eq!(st.exit_code, 143, "killed by SIGTERM");
+        assert_eq!(st.reason, "Error");
+        rt.remove_container(cri::RemoveContainerRequest { container_id: cid.clone() }).await.unwrap();
+        rt.remove_container(cri::RemoveContainerRequest { container_id: cid.clone() }).await.unwrap();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap().into_inner().items.is_empty());
+        assert!(rt.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers.is_empty());
+    });
+    // Nothing left: mounts, cgroups.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(server.root.path().to_str().unwrap()), "mounts left under the state root");
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = ctl.path().join(parent.trim_start_matches('/'));
+        if d.exists() {
+            let children: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+            assert!(children.is_empty(), "cgroups left under {}: {children:?}", d.display());
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}

@@ -1,11 +1,11 @@
 //! `berth container`: standalone containers from CRI container configs
 //! (crictl's JSON format), on any runtime handler.
 
-use berth_runtime::container::{Manager, ManagerConfig, State, Status};
+use berth_runtime::container::{CreateOptions, Manager, ManagerConfig, State, Status};
 use berth_runtime::image::ImageService;
 use berth_runtime::Config;
 use clap::{Args, Subcommand};
-use cri_proto::v1::{ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, PodSandboxConfig};
+use cri_proto::v1::{ContainerConfig, ContainerMetadata, ImageSpec, KeyValue};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -135,7 +135,8 @@ fn manager(cfg: &Config) -> anyhow::Result<Manager> {
 
 async fn create(m: &Manager, a: &CreateArgs) -> anyhow::Result<String> {
     let c = a.config()?;
-    Ok(m.create(&c, "", &PodSandboxConfig::default(), None, &a.runtime, a.log.clone()).await?)
+    let opts = CreateOptions { handler: a.runtime.clone(), log_path: a.log.clone(), ..Default::default() };
+    Ok(m.create(&c, opts).await?)
 }
 
 pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {

@@ -129,6 +129,21 @@ pub struct Status {
     pub message: String,
 }
 
+/// Where a new container belongs.
+#[derive(Debug, Default)]
+pub struct CreateOptions {
+    /// Empty for a standalone container.
+    pub sandbox_id: String,
+    pub sandbox_config: PodSandboxConfig,
+    /// The sandbox's namespaces; `None` gives a standalone container its own.
+    pub namespaces: Option<SandboxNamespaces>,
+    pub files: Option<crate::sandbox::SandboxFiles>,
+    pub handler: String,
+    pub log_path: Option<PathBuf>,
+    /// The pod's cgroup; the manager's parent when `None`.
+    pub cgroup_parent: Option<String>,
+}
+
 pub struct Manager {
     cfg: ManagerConfig,
     images: ImageService,
@@ -217,17 +232,9 @@ impl Manager {
         fs::rename(&tmp, &p).map_err(io_err(&r.id, &p))
     }
 
-    /// Creates a container (not started). `sandbox` gives the namespaces to
-    /// join; `None` makes a standalone container with its own.
-    pub async fn create(
-        &self,
-        config: &ContainerConfig,
-        sandbox_id: &str,
-        sandbox_config: &PodSandboxConfig,
-        sandbox: Option<SandboxNamespaces>,
-        handler: &str,
-        log_path: Option<PathBuf>,
-    ) -> Result<String> {
+    /// Creates a container (not started).
+    pub async fn create(&self, config: &ContainerConfig, opts: CreateOptions) -> Result<String> {
+        let sandbox_id = opts.sandbox_id.as_str();
         let meta = config.metadata.clone().unwrap_or_default();
         let id = hex::encode(rand::random::<[u8; 32]>());
         if meta.name.is_empty() {
@@ -246,9 +253,10 @@ impl Manager {
 
         let state = self.state_path(&id);
         let run = self.run_path(&id);
-        let res = self.create_inner(&id, &name, config, sandbox_id, sandbox_config, sandbox, handler, log_path, &image_ref, &image, &image_config).await;
+        let handler = opts.handler.clone();
+        let res = self.create_inner(&id, &name, config, &opts, &image_ref, &image, &image_config).await;
         if res.is_err() {
-            let _ = self.executor(&id, handler).and_then(|e| e.delete(&id, true).map_err(|source| ContainerError::Exec { id: id.clone(), source }));
+            let _ = self.executor(&id, &handler).and_then(|e| e.delete(&id, true).map_err(|source| ContainerError::Exec { id: id.clone(), source }));
             let _ = crate::image::snapshot::unmount(&run.join("rootfs"));
             let _ = fs::remove_dir_all(&run);
             let _ = fs::remove_dir_all(&state);
@@ -256,21 +264,17 @@ impl Manager {
         res.map(|()| id)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn create_inner(
         &self,
         id: &str,
         name: &str,
         config: &ContainerConfig,
-        sandbox_id: &str,
-        sandbox_config: &PodSandboxConfig,
-        sandbox: Option<SandboxNamespaces>,
-        handler: &str,
-        log_path: Option<PathBuf>,
+        opts: &CreateOptions,
         image_ref: &str,
         image: &crate::image::ImageRecord,
         image_config: &oci_spec::image::ImageConfiguration,
     ) -> Result<()> {
+        let (sandbox_id, sandbox_config, handler) = (opts.sandbox_id.as_str(), &opts.sandbox_config, opts.handler.as_str());
         let state = self.state_path(id);
         let run = self.run_path(id);
         let rootfs = run.join("rootfs");
@@ -284,10 +288,10 @@ impl Manager {
             .mount(top, Some((&state.join("upper"), &state.join("work"))), &rootfs)
             .map_err(io_err(id, &rootfs))?;
 
-        let cgroups_path = spec::cgroups_path(&self.cfg.cgroup_parent, id, false, "");
-        let log_path = log_path.or_else(|| Some(state.join("container.log")));
+        let cgroups_path = spec::cgroups_path(opts.cgroup_parent.as_deref().unwrap_or(&self.cfg.cgroup_parent), id, false, "");
+        let log_path = opts.log_path.clone().or_else(|| Some(state.join("container.log")));
         let min_oom = fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        let mut namespaces = sandbox.unwrap_or_default();
+        let mut namespaces = opts.namespaces.clone().unwrap_or_default();
         if sandbox_id.is_empty() {
             namespaces.standalone = true;
         }
@@ -304,6 +308,10 @@ impl Manager {
             cgroup_v2: cgroup_v2(),
             default_seccomp: self.cfg.default_seccomp,
             image_name: image_ref.into(),
+            sandbox_shm: opts.files.as_ref().map(|f| f.shm.clone()),
+            sandbox_hostname_file: opts.files.as_ref().map(|f| f.hostname.clone()),
+            sandbox_hosts_file: opts.files.as_ref().map(|f| f.hosts.clone()),
+            sandbox_resolv_conf: opts.files.as_ref().map(|f| f.resolv_conf.clone()),
             ..Default::default()
         };
         let built = spec::build(config, sandbox_config, image_config, &ctx, &spec::HostFs).map_err(|source| ContainerError::Spec { id: id.into(), source })?;

@@ -43,3 +43,16 @@ fn image_ref(e: &ImageError) -> Status {
 pub fn missing(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
 }
+
+pub fn sandbox(e: crate::sandbox::SandboxError) -> Status {
+    use crate::sandbox::SandboxError as E;
+    let code = match &e {
+        E::NotFound(_) => Code::NotFound,
+        E::NameInUse { .. } => Code::AlreadyExists,
+        E::Invalid { .. } => Code::InvalidArgument,
+        E::NotReady(_) => Code::FailedPrecondition,
+        E::Pause { .. } => Code::Unknown,
+        E::Cgroup { .. } | E::Io { .. } => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}

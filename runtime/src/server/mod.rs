@@ -5,6 +5,7 @@ pub mod container;
 pub mod error;
 pub mod image;
 pub mod runtime;
+pub mod sandbox;
 
 use crate::container::{Manager as Containers, ManagerConfig};
 use crate::image::ImageService;
@@ -21,7 +22,8 @@ pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 /// Serves the CRI on `socket` until `shutdown` resolves.
 pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let images = ImageService::open(cfg)?;
-    let containers = Arc::new(Containers::new(ManagerConfig::from_config(cfg, exe), images.clone())?);
+    let containers = Arc::new(Containers::new(ManagerConfig::from_config(cfg, exe.clone()), images.clone())?);
+    let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -34,7 +36,7 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     tracing::info!(socket = %socket.display(), "serving CRI");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers }))
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers, sandboxes }))
         .add_service(ImageServiceServer::new(image::ImageServer { images }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

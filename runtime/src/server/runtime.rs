@@ -1,6 +1,6 @@
 //! The CRI RuntimeService.
 
-use super::container;
+use super::{container, sandbox};
 use crate::container::Manager as Containers;
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_server::RuntimeService;
@@ -12,6 +12,7 @@ pub const CRI_API_VERSION: &str = "v1";
 
 pub struct RuntimeServer {
     pub containers: Arc<Containers>,
+    pub sandboxes: Arc<crate::sandbox::Manager>,
 }
 
 fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
@@ -64,8 +65,41 @@ impl RuntimeService for RuntimeServer {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let pod_sandbox_id = sandbox::run(&self.sandboxes, req.config, req.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        sandbox::stop(&self.sandboxes, &self.containers, &req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        sandbox::remove(&self.sandboxes, &self.containers, &req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(sandbox::status(&self.sandboxes, &req.pod_sandbox_id, req.verbose)?))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let items = sandbox::list(&self.sandboxes, req.into_inner().filter.as_ref())?;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let container_id = sandbox::create_container(&self.sandboxes, &self.containers, req.into_inner()).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
+    }
+
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
-        container::start(&self.containers, &req.into_inner().container_id)?;
+        let id = req.into_inner().container_id;
+        sandbox::check_startable(&self.sandboxes, &self.containers, &id)?;
+        container::start(&self.containers, &id)?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
