@@ -179,6 +179,17 @@ fn pod_lifecycle() {
             assert_eq!(c, p, "{ns} namespace shared with the pause");
             assert_ne!(c, host, "{ns} namespace is not the host's");
         }
+        // ExecSync: output, exit code, and a timeout.
+        let ex = rt
+            .exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec!["sh".into(), "-c".into(), "hostname; echo err >&2; exit 3".into()], timeout: 10 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((ex.stdout.as_slice(), ex.stderr.as_slice(), ex.exit_code), (&b"web-pod\n"[..], &b"err\n"[..], 3));
+        let e = rt.exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec!["sleep".into(), "30".into()], timeout: 1 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+        let e = rt.exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec![], timeout: 1 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         let log_file = logs.path().join("main/0.log");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !std::fs::read_to_string(&log_file).unwrap_or_default().contains("hello from web-pod") {

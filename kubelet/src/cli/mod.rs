@@ -55,6 +55,9 @@ enum Command {
     /// Internal: a pod sandbox's pause process.
     #[command(hide = true)]
     Pause(berth_runtime::sandbox::pause::PauseArgs),
+    /// Internal: run a command in a container to completion.
+    #[command(hide = true)]
+    ExecSync(berth_runtime::container::exec::ExecSyncArgs),
 }
 
 impl Cli {
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Shim { config } => berth_runtime::shim::run(&config),
         // Before any thread exists: it unshares namespaces and forks.
         Command::Pause(args) => berth_runtime::sandbox::pause::pause_main(&args),
+        Command::ExecSync(args) => berth_runtime::container::exec::exec_sync_main(&args),
         Command::Oci(cmd) => {
             return match berth_runtime::oci::run_oci_command(cmd) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -131,7 +135,7 @@ pub fn main() -> ExitCode {
                 berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }),
-            Command::Oci(_) | Command::Shim { .. } | Command::Pause(_) => unreachable!("handled before the runtime starts"),
+            Command::Oci(_) | Command::Shim { .. } | Command::Pause(_) | Command::ExecSync(_) => unreachable!("handled before the runtime starts"),
         }
     })();
     match res {

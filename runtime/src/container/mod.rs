@@ -7,6 +7,8 @@
 //! Layout: `<state>/<id>/{container.json,upper,work}` (persistent),
 //! `<run>/<id>/{bundle/config.json,rootfs,exit.json,shim.pid}` (volatile).
 
+pub mod exec;
+
 use crate::image::{ImageError, ImageService};
 use crate::oci::{self, ExecError, Executor, ExecutorConfig, InitCommand};
 use crate::shim::{self, ExitRecord, ShimConfig};
@@ -479,7 +481,39 @@ impl Manager {
     }
 }
 
+/// What a command run to completion printed, and how it ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+    pub timed_out: bool,
+}
+
 impl Manager {
+    /// Runs `cmd` in a running container and waits for it (CRI ExecSync).
+    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
+        if cmd.is_empty() {
+            return Err(ContainerError::Invalid { id: id.into(), field: "cmd", reason: "must not be empty".into() });
+        }
+        let st = self.status(id)?;
+        if st.state != State::Running {
+            return Err(ContainerError::BadState { id: id.into(), state: st.state.as_str(), op: "exec" });
+        }
+        let out = tokio::process::Command::new(&self.cfg.exe)
+            .arg("exec-sync")
+            .arg("--executor-root")
+            .arg(self.executor_config().root)
+            .args(["--handler", &st.record.handler, "--id", id, "--timeout", &timeout.as_secs().to_string(), "--"])
+            .args(cmd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(io_err(id, &self.cfg.exe))?;
+        let exit_code = out.status.code().unwrap_or(255);
+        Ok(ExecOutput { stdout: out.stdout, stderr: out.stderr, exit_code, timed_out: !timeout.is_zero() && exit_code == exec::TIMEOUT_EXIT })
+    }
+
     /// Asks the container's shim to reopen its log file (after rotation).
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let st = self.status(id)?;

@@ -129,6 +129,23 @@ impl RuntimeService for RuntimeServer {
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let req = req.into_inner();
+        if req.container_id.is_empty() {
+            return Err(super::error::missing("container_id"));
+        }
+        if req.cmd.is_empty() {
+            return Err(super::error::missing("cmd"));
+        }
+        let id = self.containers.resolve(&req.container_id).map_err(super::error::container)?;
+        let timeout = std::time::Duration::from_secs(req.timeout.max(0) as u64);
+        let out = self.containers.exec_sync(&id, &req.cmd, timeout).await.map_err(super::error::container)?;
+        if out.timed_out {
+            return Err(Status::deadline_exceeded(format!("command {:?} timed out after {}s", req.cmd, req.timeout)));
+        }
+        Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+    }
+
     async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         Err(Status::unimplemented("CheckpointContainer is not supported by berth"))
     }
