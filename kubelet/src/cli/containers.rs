@@ -77,6 +77,9 @@ pub struct CreateArgs {
     /// Log file (CRI format).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Pids limit of the container's cgroup.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<i64>,
     /// Environment variables, KEY=VALUE.
     #[arg(short, long)]
     env: Vec<String>,
@@ -127,10 +130,12 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn manager(cfg: &Config) -> anyhow::Result<Manager> {
+fn manager(cfg: &Config, pids_limit: Option<i64>) -> anyhow::Result<Manager> {
     let images = ImageService::open(cfg)?;
     let exe = std::env::current_exe()?;
-    Ok(Manager::new(ManagerConfig::from_config(cfg, exe), images)?)
+    let mut mc = ManagerConfig::from_config(cfg, exe);
+    mc.pids_limit = pids_limit;
+    Ok(Manager::new(mc, images)?)
 }
 
 async fn create(m: &Manager, a: &CreateArgs) -> anyhow::Result<String> {
@@ -139,7 +144,14 @@ async fn create(m: &Manager, a: &CreateArgs) -> anyhow::Result<String> {
 }
 
 pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
-    let m = manager(&cfg)?;
+    let pids_limit = match &cmd {
+        ContainerCommand::Create(a) | ContainerCommand::Run { create: a, .. } => a.pids_limit,
+        _ => None,
+    };
+    if let Some(n) = pids_limit.filter(|n| *n <= 0) {
+        anyhow::bail!("--pids-limit {n}: must be positive");
+    }
+    let m = manager(&cfg, pids_limit)?;
     match cmd {
         ContainerCommand::Create(a) => println!("{}", create(&m, &a).await?),
         ContainerCommand::Start { id } => m.start(&m.resolve(&id)?)?,

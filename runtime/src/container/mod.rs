@@ -61,6 +61,8 @@ pub struct ManagerConfig {
     /// Binaries of external runtime handlers.
     pub binaries: HashMap<String, PathBuf>,
     pub default_seccomp: SeccompDefault,
+    /// Pids limit of every container's cgroup (kubelet's `podPidsLimit`); `None` for none.
+    pub pids_limit: Option<i64>,
 }
 
 impl ManagerConfig {
@@ -72,6 +74,7 @@ impl ManagerConfig {
             cgroup_parent: cfg.cgroup_parent.clone(),
             binaries: cfg.runtimes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             default_seccomp: SeccompDefault::RuntimeDefault,
+            pids_limit: None,
         }
     }
 }
@@ -180,6 +183,15 @@ impl Manager {
         let all = self.records()?;
         if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
             return Ok(r.id.clone());
+        }
+        // Standalone containers are also known by their metadata name
+        // (`berth container run --name N` then `inspect N`).
+        let named: Vec<_> = all
+            .iter()
+            .filter(|r| r.sandbox_id.is_empty() && r.config.metadata.as_ref().is_some_and(|m| m.name == key))
+            .collect();
+        if let [one] = named.as_slice() {
+            return Ok(one.id.clone());
         }
         let hits: Vec<_> = all.iter().filter(|r| key.len() >= 4 && r.id.starts_with(key)).collect();
         match hits.as_slice() {
@@ -293,13 +305,20 @@ impl Manager {
             sandbox_id: sandbox_id.into(),
             rootfs: rootfs.clone(),
             sandbox_namespaces: namespaces,
-            sandbox_hostname: sandbox_config.hostname.clone(),
+            // A standalone container has its own UTS namespace: without a
+            // hostname it would keep the host's, so it gets its short ID.
+            sandbox_hostname: if sandbox_id.is_empty() && sandbox_config.hostname.is_empty() {
+                id[..12].to_string()
+            } else {
+                sandbox_config.hostname.clone()
+            },
             cgroups_path: cgroups_path.clone(),
             bounding_set: spec::host_bounding_set().ok(),
             min_oom_score_adj: min_oom,
             cgroup_v2: cgroup_v2(),
             default_seccomp: self.cfg.default_seccomp,
             image_name: image_ref.into(),
+            pids_limit: self.cfg.pids_limit,
             ..Default::default()
         };
         let built = spec::build(config, sandbox_config, image_config, &ctx, &spec::HostFs).map_err(|source| ContainerError::Spec { id: id.into(), source })?;
