@@ -104,6 +104,27 @@ fn host_bounding_set() -> u64 {
     u64::from_str_radix(&status_field(&s, "CapBnd"), 16).unwrap()
 }
 
+/// Whether `pid` is a live process (not a zombie waiting for its parent).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is still alive after up to 2 s (an exited process may be a
+/// zombie until init reaps it).
+fn still_alive(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A finished container: its ID, exit code and logs.
@@ -302,9 +323,12 @@ impl Fx {
                 .unwrap_or_default();
             assert!(left.is_empty(), "[{}] state left in {}: {left:?}", self.handler, d.display());
         }
+        // The executor's root (one dir per handler) holds no container state.
         let oci = self.root.path().join("run/containers/oci");
-        let left: Vec<_> = std::fs::read_dir(&oci).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "[{}] executor state left in {}: {left:?}", self.handler, oci.display());
+        for handler in std::fs::read_dir(&oci).into_iter().flatten().flatten() {
+            let left: Vec<_> = std::fs::read_dir(handler.path()).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+            assert!(left.is_empty(), "[{}] executor state left in {}: {left:?}", self.handler, handler.path().display());
+        }
     }
 
     /// Polls `f` until true or `secs` pass.
@@ -331,7 +355,7 @@ impl Drop for Fx {
         if let Ok(rd) = std::fs::read_dir(self.root.path().join("run/containers")) {
             for e in rd.flatten() {
                 if let Some(pid) = std::fs::read_to_string(e.path().join("shim.pid")).ok().and_then(|s| s.trim().parse().ok()) {
-                    if kill(Pid::from_raw(pid), None).is_ok() {
+                    if still_alive(pid) {
                         problems.push(format!("shim {pid} still running"));
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
@@ -900,8 +924,8 @@ fn remove_leaves_nothing(fx: &Fx) {
     fx.ok(&["container", "rm", &id]);
     let live: Vec<_> = cgroups.iter().filter(|p| p.exists()).collect();
     assert!(live.is_empty(), "[{h}] cgroups left: {live:?}");
-    assert!(kill(Pid::from_raw(shim_pid), None).is_err(), "[{h}] shim {shim_pid} still running");
-    assert!(kill(Pid::from_raw(pid), None).is_err(), "[{h}] container process {pid} still running");
+    assert!(!still_alive(shim_pid), "[{h}] shim {shim_pid} still running");
+    assert!(!still_alive(pid), "[{h}] container process {pid} still running");
     assert!(!run_dir.exists(), "[{h}] {} left", run_dir.display());
     fx.assert_clean();
     let err = fx.fails(&["container", "inspect", &id]);

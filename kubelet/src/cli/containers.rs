@@ -93,7 +93,10 @@ impl CreateArgs {
         let mut c = match &self.cri_config {
             Some(p) => {
                 let text = std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
-                serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: not a CRI ContainerConfig: {e}", p.display()))?
+                let bad = |e: serde_json::Error| anyhow::anyhow!("{}: not a CRI ContainerConfig: {e}", p.display());
+                let mut v: serde_json::Value = serde_json::from_slice(&text).map_err(bad)?;
+                envs_as_bytes(&mut v);
+                serde_json::from_value(v).map_err(bad)?
             }
             None => ContainerConfig::default(),
         };
@@ -116,6 +119,17 @@ impl CreateArgs {
             c.args.clear();
         }
         Ok(c)
+    }
+}
+
+/// crictl writes env values as strings, while this crate's KeyValue.value
+/// is proto `bytes` (a byte array in serde): accept both.
+fn envs_as_bytes(v: &mut serde_json::Value) {
+    let Some(envs) = v.get_mut("envs").and_then(|e| e.as_array_mut()) else { return };
+    for kv in envs {
+        if let Some(s) = kv.get("value").and_then(|s| s.as_str()).map(str::to_string) {
+            kv["value"] = serde_json::Value::from(s.into_bytes());
+        }
     }
 }
 
