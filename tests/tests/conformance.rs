@@ -464,8 +464,8 @@ fn exit_codes(fx: &Fx) {
     assert_eq!(fx.ps_ids().len(), 2, "[{h}] --rm left its container");
 }
 
-/// `<RFC3339Nano> <stream> F <line>` → (stream, line), checking the format.
-fn parse_cri_line(l: &str) -> (String, String) {
+/// `<RFC3339Nano> <stream> F|P <line>` → (stream, tag, line), checking the format.
+fn parse_cri_line(l: &str) -> (String, String, String) {
     let mut parts = l.splitn(4, ' ');
     let (ts, stream, tag, msg) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
     let b = ts.as_bytes();
@@ -479,8 +479,8 @@ fn parse_cri_line(l: &str) -> (String, String) {
         && ts[..4].parse::<u32>().is_ok_and(|y| y >= 2024);
     assert!(ok, "bad timestamp {ts:?} in {l:?}");
     assert!(stream == "stdout" || stream == "stderr", "bad stream in {l:?}");
-    assert_eq!(tag, "F", "bad tag in {l:?}");
-    (stream.into(), msg.into())
+    assert!(tag == "F" || tag == "P", "bad tag in {l:?}");
+    (stream.into(), tag.into(), msg.into())
 }
 
 fn logs(fx: &Fx) {
@@ -490,12 +490,33 @@ fn logs(fx: &Fx) {
     assert_eq!(d.exit, 0, "[{h}] {d:?}");
     let file = std::fs::read_to_string(fx.log_path(cri["metadata"]["name"].as_str().unwrap())).unwrap();
     let lines: Vec<_> = file.lines().map(parse_cri_line).collect();
-    let out: Vec<_> = lines.iter().filter(|(s, _)| s == "stdout").map(|(_, m)| m.as_str()).collect();
-    let err: Vec<_> = lines.iter().filter(|(s, _)| s == "stderr").map(|(_, m)| m.as_str()).collect();
+    assert!(lines.iter().all(|(_, t, _)| t == "F"), "[{h}] short lines are full lines:\n{file}");
+    let out: Vec<_> = lines.iter().filter(|(s, _, _)| s == "stdout").map(|(_, _, m)| m.as_str()).collect();
+    let err: Vec<_> = lines.iter().filter(|(s, _, _)| s == "stderr").map(|(_, _, m)| m.as_str()).collect();
     assert_eq!(out, ["out1", "out2"], "[{h}] log file:\n{file}");
     assert_eq!(err, ["err1", "two  spaces "], "[{h}] log file:\n{file}");
     assert_eq!(d.out, "out1\nout2\n", "[{h}]");
     assert_eq!(d.err, "err1\ntwo  spaces \n", "[{h}]");
+
+    // A long line is split into partial (P) entries and joined again; a
+    // last line without a newline still ends up in the log.
+    let cri = fx.cri(&["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo; printf tail"]);
+    let d = fx.run(&cri, &[]);
+    let file = std::fs::read_to_string(fx.log_path(cri["metadata"]["name"].as_str().unwrap())).unwrap();
+    let lines: Vec<_> = file.lines().map(parse_cri_line).collect();
+    let mut joined = Vec::new();
+    let mut cur = String::new();
+    for (stream, tag, msg) in &lines {
+        assert_eq!(stream, "stdout", "[{h}]");
+        cur.push_str(msg);
+        if tag == "F" {
+            joined.push(std::mem::take(&mut cur));
+        }
+    }
+    assert_eq!(joined.len(), 2, "[{h}] {} log lines", lines.len());
+    assert_eq!(joined[0], "x".repeat(40000), "[{h}]");
+    assert_eq!(joined[1], "tail", "[{h}]");
+    assert_eq!(d.out, format!("{}\ntail\n", "x".repeat(40000)), "[{h}] berth container logs");
 }
 
 fn entrypoint_cmd_args_env(fx: &Fx) {
@@ -909,6 +930,12 @@ fn crash_recovery(fx: &Fx) {
 
 fn remove_leaves_nothing(fx: &Fx) {
     let h = fx.handler;
+    // A created, never started container.
+    let id = fx.create(&fx.cri(&["sleep", "1000"]), &[]);
+    assert_eq!(fx.inspect(&id)["state"], "CREATED", "[{h}]");
+    fx.ok(&["container", "rm", &id]);
+    fx.assert_clean();
+
     let id = fx.run_detached(&fx.cri(&["sleep", "1000"]), &[]);
     let st = fx.inspect(&id);
     let pid = st["pid"].as_i64().unwrap() as i32;
