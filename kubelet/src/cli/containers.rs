@@ -77,6 +77,9 @@ pub struct CreateArgs {
     /// Log file (CRI format).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Pids limit of the container's cgroup.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<i64>,
     /// Environment variables, KEY=VALUE.
     #[arg(short, long)]
     env: Vec<String>,
@@ -90,7 +93,10 @@ impl CreateArgs {
         let mut c = match &self.cri_config {
             Some(p) => {
                 let text = std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
-                serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{}: not a CRI ContainerConfig: {e}", p.display()))?
+                let bad = |e: serde_json::Error| anyhow::anyhow!("{}: not a CRI ContainerConfig: {e}", p.display());
+                let mut v: serde_json::Value = serde_json::from_slice(&text).map_err(bad)?;
+                envs_as_bytes(&mut v);
+                serde_json::from_value(v).map_err(bad)?
             }
             None => ContainerConfig::default(),
         };
@@ -116,6 +122,17 @@ impl CreateArgs {
     }
 }
 
+/// crictl writes env values as strings, while this crate's KeyValue.value
+/// is proto `bytes` (a byte array in serde): accept both.
+fn envs_as_bytes(v: &mut serde_json::Value) {
+    let Some(envs) = v.get_mut("envs").and_then(|e| e.as_array_mut()) else { return };
+    for kv in envs {
+        if let Some(s) = kv.get("value").and_then(|s| s.as_str()).map(str::to_string) {
+            kv["value"] = serde_json::Value::from(s.into_bytes());
+        }
+    }
+}
+
 fn hex_id() -> String {
     format!("{:016x}", rand_u64())
 }
@@ -127,10 +144,12 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn manager(cfg: &Config) -> anyhow::Result<Manager> {
+fn manager(cfg: &Config, pids_limit: Option<i64>) -> anyhow::Result<Manager> {
     let images = ImageService::open(cfg)?;
     let exe = std::env::current_exe()?;
-    Ok(Manager::new(ManagerConfig::from_config(cfg, exe), images)?)
+    let mut mc = ManagerConfig::from_config(cfg, exe);
+    mc.pids_limit = pids_limit;
+    Ok(Manager::new(mc, images)?)
 }
 
 async fn create(m: &Manager, a: &CreateArgs) -> anyhow::Result<String> {
@@ -140,7 +159,14 @@ async fn create(m: &Manager, a: &CreateArgs) -> anyhow::Result<String> {
 }
 
 pub async fn run(cfg: Config, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
-    let m = manager(&cfg)?;
+    let pids_limit = match &cmd {
+        ContainerCommand::Create(a) | ContainerCommand::Run { create: a, .. } => a.pids_limit,
+        _ => None,
+    };
+    if let Some(n) = pids_limit.filter(|n| *n <= 0) {
+        anyhow::bail!("--pids-limit {n}: must be positive");
+    }
+    let m = manager(&cfg, pids_limit)?;
     match cmd {
         ContainerCommand::Create(a) => println!("{}", create(&m, &a).await?),
         ContainerCommand::Start { id } => m.start(&m.resolve(&id)?)?,

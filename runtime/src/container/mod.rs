@@ -63,6 +63,8 @@ pub struct ManagerConfig {
     /// Binaries of external runtime handlers.
     pub binaries: HashMap<String, PathBuf>,
     pub default_seccomp: SeccompDefault,
+    /// Pids limit of every container's cgroup (kubelet's `podPidsLimit`); `None` for none.
+    pub pids_limit: Option<i64>,
 }
 
 impl ManagerConfig {
@@ -74,6 +76,7 @@ impl ManagerConfig {
             cgroup_parent: cfg.cgroup_parent.clone(),
             binaries: cfg.runtimes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             default_seccomp: SeccompDefault::RuntimeDefault,
+            pids_limit: None,
         }
     }
 }
@@ -199,8 +202,16 @@ impl Manager {
         if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
             return Ok(r.id.clone());
         }
-        let meta_name = |r: &ContainerRecord| r.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-        let hits: Vec<_> = all.iter().filter(|r| (key.len() >= 4 && r.id.starts_with(key)) || meta_name(r) == key).collect();
+        // Standalone containers are also known by their metadata name
+        // (`berth container run --name N` then `inspect N`).
+        let named: Vec<_> = all
+            .iter()
+            .filter(|r| r.sandbox_id.is_empty() && r.config.metadata.as_ref().is_some_and(|m| m.name == key))
+            .collect();
+        if let [one] = named.as_slice() {
+            return Ok(one.id.clone());
+        }
+        let hits: Vec<_> = all.iter().filter(|r| key.len() >= 4 && r.id.starts_with(key)).collect();
         match hits.as_slice() {
             [one] => Ok(one.id.clone()),
             _ => Err(ContainerError::NotFound(key.into())),
@@ -302,8 +313,13 @@ impl Manager {
             sandbox_id: sandbox_id.into(),
             rootfs: rootfs.clone(),
             sandbox_namespaces: namespaces,
-            // A standalone container is named like docker names it: its short ID.
-            sandbox_hostname: if sandbox_config.hostname.is_empty() && sandbox_id.is_empty() { id[..12].to_string() } else { sandbox_config.hostname.clone() },
+            // A standalone container has its own UTS namespace: without a
+            // hostname it would keep the host's, so it gets its short ID.
+            sandbox_hostname: if sandbox_id.is_empty() && sandbox_config.hostname.is_empty() {
+                id[..12].to_string()
+            } else {
+                sandbox_config.hostname.clone()
+            },
             cgroups_path: cgroups_path.clone(),
             bounding_set: spec::host_bounding_set().ok(),
             min_oom_score_adj: min_oom,
@@ -314,6 +330,7 @@ impl Manager {
             sandbox_hostname_file: opts.files.as_ref().map(|f| f.hostname.clone()),
             sandbox_hosts_file: opts.files.as_ref().map(|f| f.hosts.clone()),
             sandbox_resolv_conf: opts.files.as_ref().map(|f| f.resolv_conf.clone()),
+            pids_limit: self.cfg.pids_limit,
             ..Default::default()
         };
         let built = spec::build(config, sandbox_config, image_config, &ctx, &spec::HostFs).map_err(|source| ContainerError::Spec { id: id.into(), source })?;

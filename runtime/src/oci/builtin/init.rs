@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -129,6 +129,16 @@ fn stage1_create(boot: &Bootstrap, plan: &NamespacePlan, chan: &mut UnixStream, 
         cgroup_ns: plan.has(LinuxNamespaceType::Cgroup),
     })?;
     mounts::pivot_root(&boot.rootfs)?;
+    // Like runc, a missing cwd is created (as root, before the rootfs may
+    // turn read-only).
+    let cwd = boot.process.cwd();
+    if !cwd.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(cwd)
+            .ctx(|| format!("mkdir cwd {:?}", cwd.display()))?;
+    }
     if let Some(sock) = console {
         console::setup_console(&sock)?;
     }
@@ -228,7 +238,11 @@ fn cstring(s: &str) -> SysResult<CString> {
 fn prepare_exec(p: &Process, seccomp: Option<&seccomp::CompiledSeccomp>, chan: &mut UnixStream) -> SysResult<Prepared> {
     let args = p.args().clone().unwrap_or_default();
     let Some(arg0) = args.first() else { return Err(SysError::msg("process.args is empty")) };
-    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    // Like runc: HOME from the container's /etc/passwd (else /) when unset.
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_dir(p.user().uid())));
+    }
     let no_new_privs = p.no_new_privileges() == Some(true);
     if no_new_privs {
         process::set_no_new_privs()?;
@@ -261,6 +275,19 @@ fn prepare_exec(p: &Process, seccomp: Option<&seccomp::CompiledSeccomp>, chan: &
         env: env.iter().map(|e| cstring(e)).collect::<SysResult<_>>()?,
         no_new_privs,
     })
+}
+
+/// The home directory of `uid` in the container's /etc/passwd, else `/`.
+fn home_dir(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty()).then(|| f[5].to_string())
+            })
+        })
+        .unwrap_or_else(|| "/".into())
 }
 
 /// Finds `arg0` like execvp would, in the container's PATH.

@@ -301,8 +301,10 @@ impl Executor for BuiltinExecutor {
                 _ => std::thread::sleep(Duration::from_millis(5)),
             }
         }
-        std::fs::remove_file(&fifo_path).ctx(|| "remove exec.fifo")?;
-        Ok(())
+        match std::fs::remove_file(&fifo_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SysError::new("remove exec.fifo".to_string(), e).into()),
+            _ => Ok(()),
+        }
     }
 
     fn state(&self, id: &str) -> ExecResult<State> {

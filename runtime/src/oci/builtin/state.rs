@@ -66,7 +66,10 @@ impl Saved {
     pub fn status(&self, dir: &Path) -> Status {
         if !self.alive() {
             Status::Stopped
-        } else if dir.join(FIFO).exists() {
+        } else if dir.join(FIFO).exists() && !init_exec_done(self.pid) {
+            // The fifo alone is not enough: `start` removes it after the
+            // init's write, and a `start` killed in between would leave a
+            // running container looking created forever.
             Status::Created
         } else {
             Status::Running
@@ -84,4 +87,12 @@ impl Saved {
             annotations: self.annotations.clone(),
         }
     }
+}
+
+/// Whether the container init has exec'd the container process: until then
+/// its command line is the runtime's `... oci init`.
+fn init_exec_done(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    !(args.len() >= 3 && args[1] == b"oci" && args[2] == b"init")
 }
