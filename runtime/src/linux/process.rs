@@ -185,6 +185,64 @@ pub fn pid_alive(pid: i32, start: Option<u64>) -> bool {
     }
 }
 
+/// A pidfd for `pid` (Linux 5.3+), `None` if the process is gone or the
+/// kernel has no pidfd_open. It becomes readable once the process has
+/// exited (zombie or reaped), whoever its parent is.
+pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Polls `fds` for their events for up to `timeout` (None: forever),
+/// retrying on EINTR with the remaining time. Returns each fd's revents
+/// (all zero on timeout).
+pub fn poll_fds(fds: &[(RawFd, i16)], timeout: Option<std::time::Duration>) -> std::io::Result<Vec<i16>> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
+    loop {
+        let ms = match deadline {
+            None => -1,
+            // Rounded up so a sub-millisecond remainder does not spin.
+            Some(d) => d.saturating_duration_since(std::time::Instant::now()).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        // SAFETY: pfds is a valid array of pfds.len() pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents).collect());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits up to `timeout` for every process behind `pidfds` to exit.
+/// Returns false on timeout.
+pub fn wait_pidfds_exit(pidfds: &[std::os::fd::OwnedFd], timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut left: Vec<RawFd> = pidfds.iter().map(|f| f.as_raw_fd()).collect();
+    while !left.is_empty() {
+        let fds: Vec<(RawFd, i16)> = left.iter().map(|&fd| (fd, libc::POLLIN)).collect();
+        match poll_fds(&fds, Some(deadline.saturating_duration_since(std::time::Instant::now()))) {
+            Ok(revents) if revents.iter().any(|r| *r != 0) => {
+                left = left.into_iter().zip(revents).filter(|(_, r)| *r == 0).map(|(fd, _)| fd).collect();
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Sets this process as a child subreaper, so orphaned descendants (the
 /// container init after the intermediate process exits) are reparented here.
 pub fn set_child_subreaper() -> SysResult<()> {

@@ -126,6 +126,13 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    fn join_self(&self) -> CgroupResult<()> {
+        for h in &self.hierarchies {
+            write_file(&h.mountpoint.join(&self.path).join("tasks"), "0")?;
+        }
+        Ok(())
+    }
+
     fn set(&self, res: &LinuxResources) -> CgroupResult<()> {
         if let Some(cpu) = res.cpu() {
             if let Some(s) = cpu.shares().filter(|s| *s > 0) {

@@ -59,6 +59,13 @@ fn fail(chan: &mut UnixStream, msg: &str) -> ! {
 }
 
 fn stage0(boot: &Bootstrap, chan: &mut UnixStream, console: Option<OwnedFd>) -> SysResult<()> {
+    // Join the container's cgroup first: before any namespace is entered
+    // (a new cgroup namespace is rooted at the cgroup we are in) and before
+    // forking, so every container process starts inside it. The init does
+    // it rather than the parent because moving the (single-threaded)
+    // caller is much cheaper than a cgroup.procs write (see join_self).
+    let cgroup = cgroups::for_host(&boot.cgroup_path).map_err(|e| SysError::msg(e.to_string()))?;
+    cgroup.join_self().map_err(|e| SysError::msg(e.to_string()))?;
     set_oom_score_adj(&boot.process, chan)?;
     set_rlimits(&boot.process)?;
     let linux = boot.spec.linux().clone().unwrap_or_default();
@@ -86,7 +93,7 @@ fn stage0(boot: &Bootstrap, chan: &mut UnixStream, console: Option<OwnedFd>) -> 
     let mut child_chan = chan.try_clone().ctx(|| "dup init channel")?;
     let pid = process::fork_child(move || {
         let r = match boot.mode {
-            InitMode::Create => stage1_create(boot, &plan, &mut child_chan, console),
+            InitMode::Create => stage1_create(boot, &plan, cgroup.mount_sources(), &mut child_chan, console),
             InitMode::Exec => stage1_exec(boot, &mut child_chan, console),
         };
         match r {
@@ -103,7 +110,13 @@ fn stage0(boot: &Bootstrap, chan: &mut UnixStream, console: Option<OwnedFd>) -> 
 
 enum Never {}
 
-fn stage1_create(boot: &Bootstrap, plan: &NamespacePlan, chan: &mut UnixStream, console: Option<OwnedFd>) -> SysResult<Never> {
+fn stage1_create(
+    boot: &Bootstrap,
+    plan: &NamespacePlan,
+    cgroup_sources: Vec<(String, PathBuf)>,
+    chan: &mut UnixStream,
+    console: Option<OwnedFd>,
+) -> SysResult<Never> {
     nix::unistd::setsid().ctx(|| "setsid")?;
     let spec = &boot.spec;
     let linux = spec.linux().clone().unwrap_or_default();
@@ -114,7 +127,6 @@ fn stage1_create(boot: &Bootstrap, plan: &NamespacePlan, chan: &mut UnixStream, 
         nix::unistd::sethostname(h).ctx(|| format!("sethostname {h}"))?;
     }
     let seccomp = compile_seccomp(spec, chan)?;
-    let cgroup_sources = cgroups::for_host(&boot.cgroup_path).map(|c| c.mount_sources()).unwrap_or_default();
     // Opened before pivot_root: the fifo is reopened relative to it later.
     let state_dir = nix::fcntl::open(&boot.state_dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .ctx(|| format!("open {}", boot.state_dir.display()))?;

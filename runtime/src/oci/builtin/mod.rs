@@ -109,12 +109,11 @@ impl BuiltinExecutor {
         }
     }
 
-    /// Spawns the init, places it in the cgroup, sends the bootstrap and
-    /// collects its reply. Returns (pid, ready).
+    /// Spawns the init (which joins the bootstrap's cgroup itself), sends
+    /// the bootstrap and collects its reply. Returns the container pid.
     fn run_init(
         &self,
         boot: &Bootstrap,
-        cgroup: &dyn CgroupManager,
         bundle: &Path,
         opts: CreateOpts,
     ) -> ExecResult<i32> {
@@ -136,13 +135,15 @@ impl BuiltinExecutor {
             .ctx(|| format!("spawn container init {}", self.init.exe.display()))?;
         drop(child_sock);
         drop(console);
-        let init_pid = child.id() as i32;
 
         let result = (|| -> ExecResult<i32> {
-            cgroup.add_pid(init_pid)?;
             let mut sock = parent_sock;
             sock.set_read_timeout(Some(Duration::from_secs(120))).ctx(|| "socket timeout")?;
-            serde_json::to_writer(&mut sock, boot).map_err(|e| SysError::msg(format!("send bootstrap: {e}")))?;
+            // One write: serde_json::to_writer on the bare socket sends
+            // every JSON token separately (~900 syscalls for a default spec,
+            // each waking the init that reads them).
+            let data = serde_json::to_vec(boot).map_err(|e| SysError::msg(format!("send bootstrap: {e}")))?;
+            sock.write_all(&data).ctx(|| "send bootstrap")?;
             sock.shutdown(std::net::Shutdown::Write).ctx(|| "send bootstrap")?;
             let (mut pid, mut ready, mut error) = (None, false, None);
             for line in BufReader::new(&sock).lines() {
@@ -188,24 +189,36 @@ fn write_pid_file(path: &Path, pid: i32) -> ExecResult<()> {
     Ok(())
 }
 
-/// Kills every process of the container and waits (up to `timeout`) for the init to die.
+/// Kills every process of the container and waits (up to `timeout`) for
+/// them to die, blocking on pidfds rather than polling.
 fn kill_all(saved: &Saved, cgroup: &dyn CgroupManager, sig: Signal, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let mut pids = cgroup.pids().unwrap_or_default();
-        if saved.alive() {
+        if saved.alive() && !pids.contains(&saved.pid) {
             pids.push(saved.pid);
         }
         if pids.is_empty() {
             return;
         }
-        for p in pids {
-            let _ = kill(Pid::from_raw(p), sig);
+        let wait = sig == Signal::SIGKILL && Instant::now() <= deadline;
+        // Taken before the kill, the pidfds refer to exactly these
+        // processes: a reused pid cannot fool the wait.
+        let pidfds: Vec<OwnedFd> =
+            if wait { pids.iter().filter_map(|p| process::pidfd_open(*p)).collect() } else { Vec::new() };
+        for p in &pids {
+            let _ = kill(Pid::from_raw(*p), sig);
         }
-        if Instant::now() > deadline || sig != Signal::SIGKILL {
+        if !wait {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if pidfds.len() == pids.len() {
+            process::wait_pidfds_exit(&pidfds, deadline.saturating_duration_since(Instant::now()));
+        } else {
+            // No pidfd_open (Linux < 5.3), or a process already gone: look
+            // again shortly.
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let left = cgroup.pids().unwrap_or_default();
         if !saved.alive() && left.iter().all(|p| !process::pid_alive(*p, None)) {
             return;
@@ -258,7 +271,7 @@ impl Executor for BuiltinExecutor {
                 target_pid: 0,
             };
             let pid_file = opts.pid_file.clone();
-            let pid = self.run_init(&boot, cgroup.as_ref(), &bundle, opts)?;
+            let pid = self.run_init(&boot, &bundle, opts)?;
             let saved = Saved::new(id, &bundle, pid, &cgroup_path, spec.annotations().clone().unwrap_or_default());
             saved.save(&dir)?;
             if let Some(pf) = pid_file {
@@ -287,18 +300,52 @@ impl Executor for BuiltinExecutor {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo_path)
             .ctx(|| "open exec.fifo")?;
+        // Opening the fifo releases the init (blocked opening it for
+        // writing); it then writes one byte and execs. Block on the fifo and
+        // on a pidfd of the init (readable once it dies) instead of polling
+        // with sleeps. A fifo that never had a writer reports no POLLHUP, so
+        // this does not spin before the init's open completes.
+        let pidfd = process::pidfd_open(saved.pid);
+        if pidfd.is_some() && !saved.alive() {
+            // The pid may have been reused before pidfd_open.
+            return Err(ExecError::Init("container init exited before start".into()));
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut buf = [0u8; 1];
+        // Set once the init closed the fifo without writing (it failed).
+        let mut hup = false;
         loop {
-            match fifo.read(&mut buf) {
-                Ok(1) => break,
-                Ok(_) | Err(_) if !saved.alive() => {
-                    return Err(ExecError::Init("container init exited before start".into()));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = Vec::with_capacity(2);
+            if !hup {
+                fds.push((fifo.as_raw_fd(), libc::POLLIN));
+            }
+            if let Some(p) = &pidfd {
+                fds.push((p.as_raw_fd(), libc::POLLIN));
+            }
+            // Without a pidfd, the init's liveness is looked at every 10 ms.
+            let wait = if pidfd.is_some() { left } else { left.min(Duration::from_millis(10)) };
+            let revents = if fds.is_empty() {
+                std::thread::sleep(wait);
+                vec![]
+            } else {
+                process::poll_fds(&fds, Some(wait)).ctx(|| "poll exec.fifo")?
+            };
+            // Read only when poll says so: before the init opens its end, a
+            // read would return EOF (no writer) rather than block.
+            if !hup && revents.first().is_some_and(|r| r & (libc::POLLIN | libc::POLLHUP) != 0) {
+                match fifo.read(&mut buf) {
+                    Ok(1) => break,
+                    Ok(_) => hup = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(SysError::new("read exec.fifo", e).into()),
                 }
-                _ if Instant::now() > deadline => {
-                    return Err(ExecError::Init("timed out waiting for the container init".into()));
-                }
-                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+            if !saved.alive() {
+                return Err(ExecError::Init("container init exited before start".into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(ExecError::Init("timed out waiting for the container init".into()));
             }
         }
         match std::fs::remove_file(&fifo_path) {
@@ -351,7 +398,6 @@ impl Executor for BuiltinExecutor {
             return Err(ExecError::Spec("terminal: true needs a console socket".into()));
         }
         let spec = load_spec(&saved.bundle)?;
-        let cgroup = cgroups::for_host(&saved.cgroup_path)?;
         let boot = Bootstrap {
             mode: Mode::Exec,
             console: opts.console_socket.is_some(),
@@ -363,7 +409,7 @@ impl Executor for BuiltinExecutor {
             target_pid: saved.pid,
         };
         let pid_file = opts.pid_file.clone();
-        let pid = self.run_init(&boot, cgroup.as_ref(), &saved.bundle, opts)?;
+        let pid = self.run_init(&boot, &saved.bundle, opts)?;
         if let Some(pf) = pid_file {
             write_pid_file(&pf, pid)?;
         }
