@@ -267,7 +267,7 @@ impl Manager {
         let state = self.state_path(&id);
         let run = self.run_path(&id);
         let handler = opts.handler.clone();
-        let res = self.create_inner(&id, &name, config, &opts, &image_ref, &image, &image_config).await;
+        let res = self.create_inner(&id, &name, config, &opts, (&image_ref, &image, &image_config)).await;
         if res.is_err() {
             let _ = self.executor(&id, &handler).and_then(|e| e.delete(&id, true).map_err(|source| ContainerError::Exec { id: id.clone(), source }));
             let _ = crate::image::snapshot::unmount(&run.join("rootfs"));
@@ -283,9 +283,7 @@ impl Manager {
         name: &str,
         config: &ContainerConfig,
         opts: &CreateOptions,
-        image_ref: &str,
-        image: &crate::image::ImageRecord,
-        image_config: &oci_spec::image::ImageConfiguration,
+        (image_ref, image, image_config): (&str, &crate::image::ImageRecord, &oci_spec::image::ImageConfiguration),
     ) -> Result<()> {
         let (sandbox_id, sandbox_config, handler) = (opts.sandbox_id.as_str(), &opts.sandbox_config, opts.handler.as_str());
         let state = self.state_path(id);

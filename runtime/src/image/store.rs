@@ -153,10 +153,13 @@ impl ContentStore {
                 actual: actual.into(),
                 size: actual_size,
             })
-        } else if let Some(expected) = size.filter(|s| *s != actual_size) {
-            Some(ImageError::SizeMismatch { what: what.into(), digest: digest.into(), expected, actual: actual_size })
         } else {
-            None
+            size.filter(|s| *s != actual_size).map(|expected| ImageError::SizeMismatch {
+                what: what.into(),
+                digest: digest.into(),
+                expected,
+                actual: actual_size,
+            })
         };
         if let Some(e) = bad {
             let _ = fs::remove_file(tmp);
