@@ -9,6 +9,7 @@ pub mod console;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod ready;
 pub mod seccomp;
 pub mod syscalls;
 

@@ -9,17 +9,14 @@
 //! pause. SIGTERM and SIGINT make the pause exit 0; as PID 1 it also reaps
 //! every orphan of its PID namespace.
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The fd on which a starting pause process finds its readiness pipe.
-const READY_FD: i32 = 3;
 /// How long [`spawn`] waits for the pause process's report.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -205,12 +202,8 @@ fn pause_forever() -> ! {
 /// Entry point of `berth pause ...`. Must run before any other thread
 /// exists (unshare of the PID and user-visible namespaces, fork). Never returns.
 pub fn pause_main(args: &PauseArgs) -> ! {
-    // fd 3 was set up by `spawn` for this process alone; without it (run by
-    // hand) the report goes nowhere. Close-on-exec: nothing inherits it.
-    // SAFETY: F_SETFD on a possibly closed fd only fails with EBADF.
-    let ready = (unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) } == 0)
-        // SAFETY: fd 3 is open and this process's alone.
-        .then(|| unsafe { fs::File::from_raw_fd(READY_FD) });
+    // fd 3 was set up by `spawn`; without it (run by hand) the report goes nowhere.
+    let ready = crate::linux::ready::take();
     let mut ready = ready.map_or_else(|| fs::OpenOptions::new().write(true).open("/dev/null").ok(), Some);
     let mut report = |msg: &str| {
         if let Some(f) = ready.as_mut() {
@@ -241,69 +234,19 @@ pub fn pause_main(args: &PauseArgs) -> ! {
 /// Starts a detached pause process (`<exe> pause ARGS`) and waits for its
 /// report: the pause's host pid, or its error message.
 pub fn spawn(exe: &Path, args: &PauseArgs) -> io::Result<Result<i32, String>> {
-    use std::os::unix::process::CommandExt;
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let w_raw = w.as_raw_fd();
+    use crate::linux::ready::{self, Report};
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("pause").args(args.to_args());
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if w_raw == READY_FD {
-                if libc::fcntl(READY_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(w_raw, READY_FD) < 0 {
-                return Err(io::Error::last_os_error());
+    // Its own session from the start: no terminal signals from the daemon's.
+    Ok(match ready::spawn(cmd, true, SPAWN_TIMEOUT)? {
+        Report::Ready(pid) => Ok(pid),
+        Report::Failed(msg) => Err(msg),
+        Report::TimedOut(partial) => {
+            if let Some(pid) = partial.strip_prefix("ok ").and_then(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
-            // Its own session from the start: no terminal signals from the daemon's.
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    drop(w);
-    let mut msg = Vec::new();
-    let mut r = fs::File::from(r);
-    let deadline = Instant::now() + SPAWN_TIMEOUT;
-    let mut timed_out = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            timed_out = true;
-            break;
+            Err(format!("pause process did not report within {}s", SPAWN_TIMEOUT.as_secs()))
         }
-        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let mut chunk = [0u8; 512];
-        match r.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => msg.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if timed_out {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let msg = String::from_utf8_lossy(&msg);
-    let msg = msg.trim();
-    if timed_out {
-        if let Some(pid) = msg.strip_prefix("ok ").and_then(|p| p.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        return Ok(Err(format!("pause process did not report within {}s", SPAWN_TIMEOUT.as_secs())));
-    }
-    Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
-        (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("pause sent a bad pid {pid:?}")),
-        (_, Some(e)) => Err(e.to_string()),
-        _ => Err(format!("pause exited without a report{}", if msg.is_empty() { String::new() } else { format!(": {msg}") })),
     })
 }
 

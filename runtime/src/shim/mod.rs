@@ -247,8 +247,6 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
 
 /// The shim's config file inside its state dir.
 pub const CONFIG_FILE: &str = "shim.json";
-/// The fd on which a starting shim finds its readiness pipe.
-const READY_FD: i32 = 3;
 /// How long [`spawn`] waits for the shim to create the container.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -256,77 +254,34 @@ pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
 /// waits until it has created the container. Returns the container's init
 /// pid, or the executor's error message.
 pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
-    use std::os::unix::process::CommandExt;
+    use crate::linux::ready::{self, Report};
     fs::create_dir_all(&cfg.state_dir)?;
     let config_path = cfg.state_dir.join(CONFIG_FILE);
     write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"))?;
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let w_raw = w.as_raw_fd();
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("shim").arg("--config").arg(&config_path);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if w_raw == READY_FD {
-                // dup2 onto itself keeps close-on-exec: clear it by hand.
-                if libc::fcntl(READY_FD, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(w_raw, READY_FD) < 0 {
-                return Err(io::Error::last_os_error());
+    Ok(match ready::spawn(cmd, false, SPAWN_TIMEOUT)? {
+        Report::Ready(pid) => Ok(pid),
+        Report::Failed(msg) => Err(msg),
+        Report::TimedOut(_) => {
+            // The monitor is detached: stop it by the pid it recorded.
+            if let Some(pid) = fs::read_to_string(cfg.state_dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    drop(w);
-    // The first shim process forks the monitor and exits at once.
-    child.wait()?;
-    // Read until EOF, but not forever: a shim stuck in the executor must
-    // not hang the daemon.
-    let mut msg = Vec::new();
-    let mut r = fs::File::from(r);
-    let deadline = Instant::now() + SPAWN_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(0) if left.is_zero() => {
-                if let Some(pid) = fs::read_to_string(cfg.state_dir.join(PID_FILE)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                return Ok(Err(format!("shim did not create the container within {}s", SPAWN_TIMEOUT.as_secs())));
-            }
-            Ok(_) => {}
+            Err(format!("shim did not create the container within {}s", SPAWN_TIMEOUT.as_secs()))
         }
-        let mut chunk = [0u8; 4096];
-        match r.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => msg.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let msg = String::from_utf8_lossy(&msg);
-    let msg = msg.trim();
-    Ok(match (msg.strip_prefix("ok "), msg.strip_prefix("err ")) {
-        (Some(pid), _) => pid.parse::<i32>().map_err(|_| format!("shim sent a bad pid {pid:?}")),
-        (_, Some(e)) => Err(e.to_string()),
-        _ => Err(format!("shim exited before creating the container{}", if msg.is_empty() { String::new() } else { format!(": {msg}") })),
     })
 }
 
 /// Entry point of `berth shim --config FILE`: detaches, then monitors the
 /// container that `create` makes. Never returns.
 pub fn shim_main(config_path: &Path, create: impl FnOnce(&ShimConfig, ContainerStdio) -> Result<i32, String>) -> ! {
-    // SAFETY: fd 3 was set up by `spawn` for this process alone.
-    let mut ready = unsafe { fs::File::from_raw_fd(READY_FD) };
-    // dup2 left it inheritable: keep it out of the executor and the
-    // container, or the daemon would not see EOF until they exit.
-    let _ = nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    // Kept out of the executor and the container, or the daemon would not
+    // see EOF until they exit.
+    let Some(mut ready) = crate::linux::ready::take() else {
+        eprintln!("berth shim: no readiness pipe on fd 3; the shim is started by the daemon");
+        std::process::exit(2);
+    };
     let cfg: ShimConfig = match fs::read(config_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
         Ok(c) => c,
         Err(e) => {
