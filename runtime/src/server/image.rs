@@ -59,6 +59,10 @@ impl CriImageService for ImageServer {
         Ok(Response::new(cri::ListImagesResponse { images: out }))
     }
 
+    async fn stream_images(&self, req: Request<cri::StreamImagesRequest>) -> Result<Response<tonic::codegen::BoxStream<cri::StreamImagesResponse>>, Status> {
+        Ok(Response::new(super::events::stream_images(self, req.into_inner().filter).await?))
+    }
+
     async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> Result<Response<cri::ImageStatusResponse>, Status> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;

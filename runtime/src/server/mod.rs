@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod runtime;
 pub mod sandbox;
@@ -24,6 +25,8 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     let images = ImageService::open(cfg)?;
     let containers = Arc::new(Containers::new(ManagerConfig::from_config(cfg, exe.clone()), images.clone())?);
     let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?);
+    let events = events::Events::new(containers.clone(), sandboxes.clone());
+    events.recover();
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -36,10 +39,19 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     tracing::info!(socket = %socket.display(), "serving CRI");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers, sandboxes }))
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers, sandboxes, events: events.clone() }))
         .add_service(ImageServiceServer::new(image::ImageServer { images }))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        // Event streams never end on their own: end them at shutdown, or the
+        // graceful shutdown would wait for their clients forever.
+        .serve_with_incoming_shutdown(incoming, {
+            let events = events.clone();
+            async move {
+                shutdown.await;
+                events.shutdown();
+            }
+        })
         .await?;
+    events.shutdown();
     let _ = std::fs::remove_file(socket);
     Ok(())
 }

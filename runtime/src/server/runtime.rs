@@ -1,10 +1,12 @@
 //! The CRI RuntimeService.
 
+use super::events::{self, Events};
 use super::{container, sandbox};
 use crate::container::Manager as Containers;
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_server::RuntimeService;
 use std::sync::Arc;
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 pub const RUNTIME_NAME: &str = "berth";
@@ -13,6 +15,7 @@ pub const CRI_API_VERSION: &str = "v1";
 pub struct RuntimeServer {
     pub containers: Arc<Containers>,
     pub sandboxes: Arc<crate::sandbox::Manager>,
+    pub events: Arc<Events>,
 }
 
 fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
@@ -67,17 +70,17 @@ impl RuntimeService for RuntimeServer {
 
     async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
         let req = req.into_inner();
-        let pod_sandbox_id = sandbox::run(&self.sandboxes, req.config, req.runtime_handler).await?;
+        let pod_sandbox_id = events::run_pod_sandbox(&self.events, req.config, req.runtime_handler).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        sandbox::stop(&self.sandboxes, &self.containers, &req.into_inner().pod_sandbox_id).await?;
+        events::stop_pod_sandbox(&self.events, &req.into_inner().pod_sandbox_id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        sandbox::remove(&self.sandboxes, &self.containers, &req.into_inner().pod_sandbox_id).await?;
+        events::remove_pod_sandbox(&self.events, &req.into_inner().pod_sandbox_id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -91,32 +94,38 @@ impl RuntimeService for RuntimeServer {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
+    async fn stream_pod_sandboxes(&self, req: Request<cri::StreamPodSandboxesRequest>) -> Result<Response<BoxStream<cri::StreamPodSandboxesResponse>>, Status> {
+        Ok(Response::new(events::stream_pod_sandboxes(&self.sandboxes, req.into_inner().filter.as_ref())?))
+    }
+
     async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        let container_id = sandbox::create_container(&self.sandboxes, &self.containers, req.into_inner()).await?;
+        let container_id = events::create_container(&self.events, req.into_inner()).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Result<Response<cri::StartContainerResponse>, Status> {
-        let id = req.into_inner().container_id;
-        sandbox::check_startable(&self.sandboxes, &self.containers, &id)?;
-        container::start(&self.containers, &id)?;
+        events::start_container(&self.events, &req.into_inner().container_id)?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Result<Response<cri::StopContainerResponse>, Status> {
         let req = req.into_inner();
-        container::stop(&self.containers, &req.container_id, req.timeout).await?;
+        events::stop_container(&self.events, &req.container_id, req.timeout).await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        container::remove(&self.containers, &req.into_inner().container_id).await?;
+        events::remove_container(&self.events, &req.into_inner().container_id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Result<Response<cri::ListContainersResponse>, Status> {
         let containers = container::list(&self.containers, req.into_inner().filter.as_ref())?;
         Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn stream_containers(&self, req: Request<cri::StreamContainersRequest>) -> Result<Response<BoxStream<cri::StreamContainersResponse>>, Status> {
+        Ok(Response::new(events::stream_containers(&self.containers, req.into_inner().filter.as_ref())?))
     }
 
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Result<Response<cri::ContainerStatusResponse>, Status> {
@@ -144,6 +153,10 @@ impl RuntimeService for RuntimeServer {
             return Err(Status::deadline_exceeded(format!("command {:?} timed out after {}s", req.cmd, req.timeout)));
         }
         Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+    }
+
+    async fn get_container_events(&self, _req: Request<cri::GetEventsRequest>) -> Result<Response<BoxStream<cri::ContainerEventResponse>>, Status> {
+        Ok(Response::new(self.events.subscribe()))
     }
 
     async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
