@@ -174,7 +174,7 @@ fn stats_metrics_and_updates() {
         // UpdateContainerResources: the live cgroup and the status.
         let cgpath = format!("{parent}/{cid}");
         let res = cri::LinuxContainerResources { cpu_period: 100_000, cpu_quota: 50_000, cpu_shares: 512, memory_limit_in_bytes: 200 << 20, ..Default::default() };
-        rt.update_container_resources(cri::UpdateContainerResourcesRequest { container_id: cid.clone(), linux: Some(res.clone()), windows: None }).await.unwrap();
+        rt.update_container_resources(cri::UpdateContainerResourcesRequest { container_id: cid.clone(), linux: Some(res.clone()), windows: None, ..Default::default() }).await.unwrap();
         if unified() {
             assert_eq!(read(&cg_file("memory", &cgpath, "memory.max")), (200u64 << 20).to_string());
             assert_eq!(read(&cg_file("cpu", &cgpath, "cpu.max")), "50000 100000");
@@ -189,12 +189,12 @@ fn stats_metrics_and_updates() {
         let avail = val(&s.memory.as_ref().unwrap().available_bytes);
         assert!(avail > 0 && avail < 200 << 20, "available below the new limit: {avail}");
         let e = rt
-            .update_container_resources(cri::UpdateContainerResourcesRequest { container_id: "nope".into(), linux: Some(res.clone()), windows: None })
+            .update_container_resources(cri::UpdateContainerResourcesRequest { container_id: "nope".into(), linux: Some(res.clone()), windows: None, ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         let bad = cri::LinuxContainerResources { memory_limit_in_bytes: -5, ..Default::default() };
-        let e = rt.update_container_resources(cri::UpdateContainerResourcesRequest { container_id: cid.clone(), linux: Some(bad), windows: None }).await.unwrap_err();
+        let e = rt.update_container_resources(cri::UpdateContainerResourcesRequest { container_id: cid.clone(), linux: Some(bad), windows: None, ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
         // UpdatePodSandboxResources: the pod cgroup.
