@@ -8,6 +8,7 @@
 //! `<run>/<id>/{bundle/config.json,rootfs,exit.json,shim.pid}` (volatile).
 
 pub mod exec;
+pub mod stats;
 
 use crate::image::{ImageError, ImageService};
 use crate::oci::{self, ExecError, Executor, ExecutorConfig, InitCommand};

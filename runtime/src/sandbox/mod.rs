@@ -12,6 +12,7 @@
 //! async callers use `spawn_blocking`.
 
 pub mod pause;
+pub mod update;
 
 use crate::linux::cgroups::{self, CgroupError};
 use crate::linux::process::{pid_alive, proc_stat};

@@ -7,6 +7,7 @@ pub mod events;
 pub mod image;
 pub mod runtime;
 pub mod sandbox;
+pub mod stats;
 
 use crate::container::{Manager as Containers, ManagerConfig};
 use crate::image::ImageService;

@@ -1,7 +1,7 @@
 //! The CRI RuntimeService.
 
 use super::events::{self, Events};
-use super::{container, sandbox};
+use super::{container, sandbox, stats};
 use crate::container::Manager as Containers;
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_server::RuntimeService;
@@ -161,5 +161,54 @@ impl RuntimeService for RuntimeServer {
 
     async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         Err(Status::unimplemented("CheckpointContainer is not supported by berth"))
+    }
+
+    async fn update_container_resources(&self, req: Request<cri::UpdateContainerResourcesRequest>) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        stats::update_container_resources(self.containers.clone(), req.into_inner()).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn update_pod_sandbox_resources(&self, req: Request<cri::UpdatePodSandboxResourcesRequest>) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        stats::update_pod_sandbox_resources(self.sandboxes.clone(), req.into_inner()).await?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
+    }
+
+    async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        Ok(Response::new(stats::container_stats(self.containers.clone(), req.into_inner().container_id).await?))
+    }
+
+    async fn list_container_stats(&self, req: Request<cri::ListContainerStatsRequest>) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let stats = stats::list_container_stats(self.containers.clone(), req.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn stream_container_stats(&self, req: Request<cri::StreamContainerStatsRequest>) -> Result<Response<stats::OneShot<cri::StreamContainerStatsResponse>>, Status> {
+        Ok(Response::new(stats::stream_container_stats(self.containers.clone(), req.into_inner().filter).await?))
+    }
+
+    async fn pod_sandbox_stats(&self, req: Request<cri::PodSandboxStatsRequest>) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        Ok(Response::new(stats::pod_sandbox_stats(self.sandboxes.clone(), self.containers.clone(), req.into_inner().pod_sandbox_id).await?))
+    }
+
+    async fn list_pod_sandbox_stats(&self, req: Request<cri::ListPodSandboxStatsRequest>) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let stats = stats::list_pod_sandbox_stats(self.sandboxes.clone(), self.containers.clone(), req.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn stream_pod_sandbox_stats(&self, req: Request<cri::StreamPodSandboxStatsRequest>) -> Result<Response<stats::OneShot<cri::StreamPodSandboxStatsResponse>>, Status> {
+        Ok(Response::new(stats::stream_pod_sandbox_stats(self.sandboxes.clone(), self.containers.clone(), req.into_inner().filter).await?))
+    }
+
+    async fn list_metric_descriptors(&self, _req: Request<cri::ListMetricDescriptorsRequest>) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse { descriptors: stats::metric_descriptors() }))
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _req: Request<cri::ListPodSandboxMetricsRequest>) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        let pod_metrics = stats::list_pod_sandbox_metrics(self.sandboxes.clone(), self.containers.clone()).await?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse { pod_metrics }))
+    }
+
+    async fn stream_pod_sandbox_metrics(&self, _req: Request<cri::StreamPodSandboxMetricsRequest>) -> Result<Response<stats::OneShot<cri::StreamPodSandboxMetricsResponse>>, Status> {
+        Ok(Response::new(stats::stream_pod_sandbox_metrics(self.sandboxes.clone(), self.containers.clone()).await?))
     }
 }

@@ -33,6 +33,7 @@ pub use caps::{
 pub use mounts::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use reader::{DeviceNode, HostFs, HostReader};
 pub use resources::{cgroups_path, cpu_shares_to_weight, memory_swap_to_v2};
+pub(crate) use resources::build_resources;
 pub use seccomp::default_profile;
 pub use user::ResolvedUser;
 /// Validates and normalizes a pod's sysctls (the pause process applies them).

@@ -2,6 +2,7 @@
 //! and v2 (unified) implementations. Both take the filesystem root they work
 //! under, so they can be tested against a fake tree.
 
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
