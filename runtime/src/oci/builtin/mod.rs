@@ -305,11 +305,10 @@ impl Executor for BuiltinExecutor {
         // on a pidfd of the init (readable once it dies) instead of polling
         // with sleeps. A fifo that never had a writer reports no POLLHUP, so
         // this does not spin before the init's open completes.
+        // Opening the fifo already let the init go: a short process may have
+        // written its byte and exited by now, which is a successful start,
+        // so the fifo is read before liveness is judged (in the loop).
         let pidfd = process::pidfd_open(saved.pid);
-        if pidfd.is_some() && !saved.alive() {
-            // The pid may have been reused before pidfd_open.
-            return Err(ExecError::Init("container init exited before start".into()));
-        }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut buf = [0u8; 1];
         // Set once the init closed the fifo without writing (it failed).
