@@ -133,6 +133,27 @@ fn exec_and_port_forward_over_websocket() {
         let status: serde_json::Value = serde_json::from_str(&text(&got, 3)).unwrap();
         assert_eq!(status, serde_json::json!({"metadata": {}, "status": "Success"}));
 
+        // A client that goes away: the exec'd process is killed.
+        let url = rt.exec(exec(vec!["sleep".into(), "1234".into()], true)).await.unwrap().into_inner().url;
+        let (mut ws, _) = connect(&url, "v5.channel.k8s.io").await.unwrap();
+        let running = |rt: &mut RuntimeServiceClient<tonic::transport::Channel>| {
+            let req = cri::ExecSyncRequest { container_id: cid.clone(), cmd: sh("ps | grep '[s]leep 1234'"), timeout: 10 };
+            let mut rt = rt.clone();
+            async move { rt.exec_sync(req).await.unwrap().into_inner().exit_code == 0 }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !running(&mut rt).await {
+            assert!(std::time::Instant::now() < deadline, "the exec'd sleep never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ws.close(None).await.unwrap();
+        drop(ws);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running(&mut rt).await {
+            assert!(std::time::Instant::now() < deadline, "the exec'd sleep outlived its client");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+
         // Port-forward to the pod's httpd on 127.0.0.1:8080 in its netns.
         let mut page = String::new();
         for _ in 0..50 {

@@ -300,7 +300,8 @@ impl Streaming {
             tokio::select! {
                 st = child.wait() => break st,
                 _ = self.cancel.cancelled() => {
-                    let _ = child.kill().await;
+                    terminate(&child);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                     return;
                 }
                 msg = stream.next(), if client_open => match msg {
@@ -319,7 +320,7 @@ impl Streaming {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                         // The client is gone: nobody is left to read.
                         client_open = false;
-                        let _ = child.kill().await;
+                        terminate(&child);
                     }
                     _ => {}
                 },
@@ -411,6 +412,14 @@ impl Streaming {
         }
         drop(tx);
         let _ = writer.await;
+    }
+}
+
+/// Asks `berth exec-sync` to kill the exec'd process (and so to exit);
+/// SIGKILL would leave the process running in the container.
+fn terminate(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
     }
 }
 
