@@ -390,7 +390,7 @@ impl Streaming {
                 msg = stream.next() => match msg {
                     Some(Ok(Message::Binary(b))) if !b.is_empty() => {
                         let ch = b[0] as usize;
-                        if ch % 2 == 0 {
+                        if ch & 1 == 0 {
                             if let Some(Some(w)) = conns.get_mut(ch / 2) {
                                 if w.write_all(&b[1..]).await.is_err() {
                                     conns[ch / 2] = None;
