@@ -4,7 +4,7 @@
 //! (the container init re-forks into the PID namespace), so the daemon runs
 //! `berth exec-sync`: a short-lived child subreaper that asks the executor
 //! for the process with its own stdio, reaps until that process exits, and
-//! exits with its status. A timeout kills the process.
+//! exits with its status. A timeout, SIGTERM or SIGHUP kills the process.
 
 use crate::oci::{executor_by_name, CreateOpts, ExecutorConfig, InitCommand};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -47,6 +47,18 @@ pub fn exec_sync_main(a: &ExecSyncArgs) -> ! {
     process.set_args(Some(a.cmd.clone()));
     process.set_terminal(Some(false));
     let pid = exec.exec(&a.id, &process, CreateOpts::default()).unwrap_or_else(|e| fail(e.to_string()));
+    // SIGTERM or SIGHUP (the streaming client went away) kills the process.
+    // Blocked only now, so the exec'd process does not inherit the mask.
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    set.add(nix::sys::signal::Signal::SIGHUP);
+    if set.thread_block().is_ok() {
+        std::thread::spawn(move || {
+            if set.wait().is_ok() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        });
+    }
     if a.timeout > 0 {
         let t = Duration::from_secs(a.timeout);
         std::thread::spawn(move || {

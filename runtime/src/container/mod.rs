@@ -530,6 +530,34 @@ impl Manager {
         Ok(ExecOutput { stdout: out.stdout, stderr: out.stderr, exit_code, timed_out: !timeout.is_zero() && exit_code == exec::TIMEOUT_EXIT })
     }
 
+    /// Checks that `id` names a running container and `cmd` is not empty
+    /// (CRI `Exec` before it hands out a streaming URL).
+    pub fn check_exec(&self, id: &str, cmd: &[String]) -> Result<()> {
+        if cmd.is_empty() {
+            return Err(ContainerError::Invalid { id: id.into(), field: "cmd", reason: "must not be empty".into() });
+        }
+        let st = self.status(id)?;
+        if st.state != State::Running {
+            return Err(ContainerError::BadState { id: id.into(), state: st.state.as_str(), op: "exec" });
+        }
+        Ok(())
+    }
+
+    /// The `berth exec-sync` command that runs `cmd` in a running container
+    /// with no timeout (streaming `Exec`): its stdio is the caller's to set.
+    pub fn exec_command(&self, id: &str, cmd: &[String]) -> Result<tokio::process::Command> {
+        self.check_exec(id, cmd)?;
+        let st = self.status(id)?;
+        let mut c = tokio::process::Command::new(&self.cfg.exe);
+        c.arg("exec-sync")
+            .arg("--executor-root")
+            .arg(self.executor_config().root)
+            .args(["--handler", &st.record.handler, "--id", id, "--timeout", "0", "--"])
+            .args(cmd)
+            .kill_on_drop(true);
+        Ok(c)
+    }
+
     /// Asks the container's shim to reopen its log file (after rotation).
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let st = self.status(id)?;

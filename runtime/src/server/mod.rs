@@ -8,6 +8,7 @@ pub mod image;
 pub mod runtime;
 pub mod sandbox;
 pub mod stats;
+pub mod streaming;
 
 use crate::container::{Manager as Containers, ManagerConfig};
 use crate::image::ImageService;
@@ -28,6 +29,7 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?);
     let events = events::Events::new(containers.clone(), sandboxes.clone());
     events.recover();
+    let streaming = streaming::Streaming::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), containers.clone()).await?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -40,19 +42,22 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     tracing::info!(socket = %socket.display(), "serving CRI");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers, sandboxes, events: events.clone() }))
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeServer { containers, sandboxes, events: events.clone(), streaming: streaming.clone() }))
         .add_service(ImageServiceServer::new(image::ImageServer { images }))
         // Event streams never end on their own: end them at shutdown, or the
         // graceful shutdown would wait for their clients forever.
         .serve_with_incoming_shutdown(incoming, {
             let events = events.clone();
+            let streaming = streaming.clone();
             async move {
                 shutdown.await;
                 events.shutdown();
+                streaming.shutdown();
             }
         })
         .await?;
     events.shutdown();
+    streaming.shutdown();
     let _ = std::fs::remove_file(socket);
     Ok(())
 }

@@ -16,6 +16,7 @@ pub struct RuntimeServer {
     pub containers: Arc<Containers>,
     pub sandboxes: Arc<crate::sandbox::Manager>,
     pub events: Arc<Events>,
+    pub streaming: Arc<super::streaming::Streaming>,
 }
 
 fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
@@ -153,6 +154,18 @@ impl RuntimeService for RuntimeServer {
             return Err(Status::deadline_exceeded(format!("command {:?} timed out after {}s", req.cmd, req.timeout)));
         }
         Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
+        Ok(Response::new(self.streaming.exec(req.into_inner())?))
+    }
+
+    async fn attach(&self, _req: Request<cri::AttachRequest>) -> Result<Response<cri::AttachResponse>, Status> {
+        Err(Status::unimplemented("Attach is not supported by berth yet"))
+    }
+
+    async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Result<Response<cri::PortForwardResponse>, Status> {
+        Ok(Response::new(self.streaming.port_forward(&self.sandboxes, req.into_inner())?))
     }
 
     async fn get_container_events(&self, _req: Request<cri::GetEventsRequest>) -> Result<Response<BoxStream<cri::ContainerEventResponse>>, Status> {
