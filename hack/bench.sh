@@ -13,8 +13,10 @@
 # from $EPOCHREALTIME around each command (no extra fork in the interval).
 #
 # Then the shim's memory: BENCH_SHIMS (5) long-running containers, each under
-# its own `berth shim` (started directly, as the daemon's shim::spawn does);
-# prints the shims' VmRSS and PSS per container next to conmon and
+# its own shim, started directly as the daemon's shim::spawn does: the small
+# `berth-shim` (which creates the container with `berth oci create`), or with
+# BENCH_SHIM=berth the whole berth binary re-executed as `berth shim`; prints
+# the shims' VmRSS, RssAnon and PSS per container next to conmon and
 # containerd-shim-runc-v2.
 #
 # crun: crun 1.8 refuses the hybrid cgroup layout ("cgroups in hybrid mode not
@@ -41,8 +43,13 @@ for b in runc crun busybox jq unshare nsenter; do
 done
 
 echo "== building berth (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth)
+(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth --bin berth-shim)
 BERTH=$CARGO_TARGET_DIR/release/berth
+if [[ ${BENCH_SHIM:-berth-shim} == berth ]]; then
+  shim_cmd=("$BERTH" shim) shim_name="berth shim"
+else
+  shim_cmd=("$CARGO_TARGET_DIR/release/berth-shim") shim_name="berth-shim"
+fi
 
 tag=berth-bench-$$
 tmp=$(mktemp -d /tmp/$tag.XXXXXX)
@@ -178,7 +185,7 @@ fi
 
 # --- shim memory ----------------------------------------------------------------
 echo
-echo "== shim memory: $SHIMS containers (sleep) each under its own berth shim"
+echo "== shim memory: $SHIMS containers (sleep) each under its own $shim_name"
 exec_root=$tmp/shim-exec
 for ((i = 0; i < SHIMS; i++)); do
   id=$tag-shim-$i
@@ -186,12 +193,12 @@ for ((i = 0; i < SHIMS; i++)); do
   mkdir -p "$d"
   shim_dirs+=("$d")
   make_bundle "$d/bundle" "/$id" '["/bin/sleep", "3600"]'
-  jq -n --arg id "$id" --arg b "$d/bundle" --arg s "$d" --arg l "$d/c.log" --arg r "$exec_root" \
+  jq -n --arg id "$id" --arg b "$d/bundle" --arg s "$d" --arg l "$d/c.log" --arg r "$exec_root" --arg berth "$BERTH" \
     '{id: $id, bundle: $b, state_dir: $s, log_path: $l, memory_cgroups: [], handler: "builtin",
-      executor_root: $r, binaries: {}}' >"$d/shim.json"
+      executor_root: $r, binaries: {}, berth: $berth}' >"$d/shim.json"
   # fd 3 is the shim's readiness pipe; a regular file will do: the shim
   # writes "ok <init pid>" (or "err ...") there once the container is created.
-  "$BERTH" shim --config "$d/shim.json" </dev/null >/dev/null 2>&1 3>"$d/ready"
+  "${shim_cmd[@]}" --config "$d/shim.json" </dev/null >/dev/null 2>&1 3>"$d/ready"
   for _ in $(seq 100); do [[ -s $d/ready ]] && break; sleep 0.05; done
   read -r status rest <"$d/ready" || true
   [[ $status == ok ]] || { echo "bench: shim $id: ${status:-no answer} $rest" >&2; exit 1; }
@@ -208,9 +215,9 @@ for d in "${shim_dirs[@]}"; do
   anon=$((anon + $(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status")))
   pss=$((pss + $(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup")))
 done
-printf '%-34s %8s KiB\n' "berth shim VmRSS per container" $((rss / SHIMS)) \
-  "berth shim RssAnon per container" $((anon / SHIMS)) \
-  "berth shim PSS per container" $((pss / SHIMS))
+printf '%-34s %8s KiB\n' "$shim_name VmRSS per container" $((rss / SHIMS)) \
+  "$shim_name RssAnon per container" $((anon / SHIMS)) \
+  "$shim_name PSS per container" $((pss / SHIMS))
 printf '%-34s %8s\n' "reference: conmon" "~300 KiB" "reference: containerd-shim-runc-v2" "~10 MiB"
 
 for d in "${shim_dirs[@]}"; do

@@ -1,6 +1,8 @@
-//! End-to-end tests of the per-container shim, started through the real
-//! `berth` binary (`berth shim --config ...`) with each executor handler
-//! (builtin, runc, crun). Needs root, cgroup v1 memory controller, and
+//! End-to-end tests of the per-container shim, started as the daemon does
+//! (`shim::spawn`: the small `berth-shim --config ...` next to the `berth`
+//! binary) with each executor handler (builtin, runc, crun), and for builtin
+//! also as the whole `berth` binary (`berth shim --config ...`, module
+//! `builtin_full`). Needs root, cgroup v1 memory controller, and
 //! runc/crun installed (a handler whose binary is missing is skipped).
 //!
 //! Every test owns its temp dir (bundle, state dirs, log), container id and
@@ -29,6 +31,8 @@ fn find_bin(name: &str) -> Option<PathBuf> {
 
 struct Fx {
     handler: String,
+    /// Spawn `berth shim` rather than `berth-shim`.
+    full: bool,
     id: String,
     dir: tempfile::TempDir,
     bundle: PathBuf,
@@ -42,8 +46,13 @@ struct Fx {
 
 impl Fx {
     /// None when the handler's binary is not installed.
+    /// `handler` may end in `+full`: the shim is then `berth shim`.
     fn new(handler: &str, args: &[&str]) -> Option<Fx> {
         require_root();
+        let (handler, full) = match handler.strip_suffix("+full") {
+            Some(h) => (h, true),
+            None => (handler, false),
+        };
         let bin = berth_bin();
         assert!(bin.exists(), "{} is missing: cargo build -p berth-kubelet --bin berth", bin.display());
         let mut binaries = std::collections::HashMap::new();
@@ -72,7 +81,8 @@ impl Fx {
         let cgroup = format!("/berth-shimtest-{uniq}");
         let fx = Fx {
             handler: handler.into(),
-            id: format!("shimtest-{handler}-{uniq}"),
+            full,
+            id: format!("shimtest-{handler}{}-{uniq}", if full { "-full" } else { "" }),
             state_dir: dir.path().join("shim-state"),
             exec_root: dir.path().join("exec-root"),
             log: dir.path().join("logs/c.log"),
@@ -119,13 +129,17 @@ impl Fx {
             handler: self.handler.clone(),
             executor_root: self.exec_root.clone(),
             binaries: self.binaries.clone(),
+            berth: berth_bin(),
         }
     }
 
     /// Starts the shim (which creates the container); returns the container pid.
     fn spawn(&self) -> Result<i32, String> {
         let t = Instant::now();
-        let r = shim::spawn(&berth_bin(), &self.shim_config()).expect("spawn shim");
+        let bin = berth_bin();
+        let small = !self.full;
+        assert!(!small || bin.with_file_name(shim::SHIM_BINARY).exists(), "berth-shim is missing: cargo build -p berth-kubelet --bins");
+        let r = shim::spawn_with(&bin, small, &self.shim_config()).expect("spawn shim");
         eprintln!("[{}] spawn took {:?}: {r:?}", self.handler, t.elapsed());
         r
     }
@@ -371,6 +385,9 @@ fn detached_and_sigterm(handler: &str) {
     });
     let pid = fx.spawn_and_start();
     let shim_pid = fx.live_shim().expect("shim running");
+    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).unwrap();
+    let want = if fx.full { "berth" } else { shim::SHIM_BINARY };
+    assert_eq!(exe.file_name().and_then(|n| n.to_str()), Some(want), "[{handler}] shim runs {}", exe.display());
     let ppid: i32 = status_field(shim_pid, "PPid").unwrap().parse().unwrap();
     assert_ne!(ppid, std::process::id() as i32, "shim is a child of the test");
     let sid = nix::unistd::getsid(Some(Pid::from_raw(shim_pid))).unwrap();
@@ -451,6 +468,7 @@ macro_rules! per_handler {
         mod builtin { $( #[test] fn $scenario() { super::$scenario("builtin") } )* }
         mod runc { $( #[test] fn $scenario() { super::$scenario("runc") } )* }
         mod crun { $( #[test] fn $scenario() { super::$scenario("crun") } )* }
+        mod builtin_full { $( #[test] fn $scenario() { super::$scenario("builtin+full") } )* }
     };
 }
 

@@ -377,6 +377,7 @@ impl Manager {
             handler: handler.into(),
             executor_root: self.executor_config().root,
             binaries: self.cfg.binaries.clone(),
+            berth: self.cfg.exe.clone(),
         };
         let exe = self.cfg.exe.clone();
         let res = tokio::task::spawn_blocking(move || shim::spawn(&exe, &shim_cfg)).await.expect("shim spawn task");

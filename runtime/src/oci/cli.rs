@@ -12,6 +12,8 @@ use crate::linux::{process, Context};
 pub struct CliExecutor {
     name: String,
     binary: PathBuf,
+    /// Arguments before the global options, e.g. `oci` for `berth oci`.
+    prefix: Vec<String>,
     root: PathBuf,
 }
 
@@ -19,7 +21,14 @@ impl CliExecutor {
     /// `name` is used in messages and to decide runtime-specific quirks
     /// (`crun` gets the hybrid-cgroup workaround).
     pub fn new(name: &str, binary: PathBuf, root: PathBuf) -> Self {
-        CliExecutor { name: name.into(), binary, root }
+        CliExecutor { name: name.into(), binary, prefix: Vec::new(), root }
+    }
+
+    /// Like [`CliExecutor::new`], with `prefix` passed before the global
+    /// options: `CliExecutor::with_prefix("builtin", berth, ["oci"], root)`
+    /// drives Berth's own `berth oci` command line.
+    pub fn with_prefix(name: &str, binary: PathBuf, prefix: impl IntoIterator<Item = impl Into<String>>, root: PathBuf) -> Self {
+        CliExecutor { name: name.into(), binary, prefix: prefix.into_iter().map(Into::into).collect(), root }
     }
 
     fn is_crun(&self) -> bool {
@@ -28,6 +37,7 @@ impl CliExecutor {
 
     fn command(&self, log: Option<&Path>) -> Command {
         let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.prefix);
         cmd.arg("--root").arg(&self.root);
         if let Some(log) = log {
             cmd.arg("--log").arg(log).arg("--log-format").arg("json");

@@ -5,6 +5,12 @@
 //! even after a daemon restart.
 //!
 //! Signals to the shim: SIGUSR1 reopens the log file (rotation).
+//!
+//! Two shim binaries run the same monitor: the small `berth-shim` (see
+//! [`run_cli`]), which creates the container by running the OCI runtime's
+//! command line (`berth oci`, runc, crun) as a child, as conmon does, and
+//! `berth shim` ([`run`]), which links the executors. [`spawn`] prefers
+//! `berth-shim` when it is installed next to the berth binary.
 
 use crate::logs::{LogWriter, Stream, DEFAULT_MAX_LINE};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -39,6 +45,11 @@ pub struct ShimConfig {
     /// Binaries of external handlers by name, when not on PATH.
     #[serde(default)]
     pub binaries: std::collections::HashMap<String, PathBuf>,
+    /// The berth binary, which the small `berth-shim` runs as `berth oci`
+    /// for the builtin handler. Empty: the daemon's exe given to [`spawn`]
+    /// (or, in `berth-shim`, the `berth` next to it).
+    #[serde(default)]
+    pub berth: PathBuf,
 }
 
 /// How a container ended.
@@ -250,16 +261,38 @@ pub const CONFIG_FILE: &str = "shim.json";
 /// How long [`spawn`] waits for the shim to create the container.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Starts a detached shim (`<exe> shim --config <state_dir>/shim.json`) and
-/// waits until it has created the container. Returns the container's init
-/// pid, or the executor's error message.
+/// The small shim binary's name, looked for next to the berth binary.
+pub const SHIM_BINARY: &str = "berth-shim";
+
+/// Starts a detached shim and waits until it has created the container:
+/// `<dir of exe>/berth-shim --config <state_dir>/shim.json` when that
+/// binary exists, else `<exe> shim --config ...`. Returns the container's
+/// init pid, or the executor's error message.
 pub fn spawn(exe: &Path, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
+    let small = exe.with_file_name(SHIM_BINARY);
+    spawn_with(exe, small.is_file(), cfg)
+}
+
+/// [`spawn`] with the choice made: the small `berth-shim` next to `exe`
+/// when `small`, else `<exe> shim`.
+pub fn spawn_with(exe: &Path, small: bool, cfg: &ShimConfig) -> io::Result<Result<i32, String>> {
     use crate::linux::ready::{self, Report};
     fs::create_dir_all(&cfg.state_dir)?;
     let config_path = cfg.state_dir.join(CONFIG_FILE);
+    let mut cfg = cfg.clone();
+    if cfg.berth.as_os_str().is_empty() {
+        cfg.berth = exe.to_path_buf();
+    }
+    let cfg = &cfg;
     write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("shim").arg("--config").arg(&config_path);
+    let mut cmd = if small {
+        std::process::Command::new(exe.with_file_name(SHIM_BINARY))
+    } else {
+        let mut c = std::process::Command::new(exe);
+        c.arg("shim");
+        c
+    };
+    cmd.arg("--config").arg(&config_path);
     Ok(match ready::spawn(cmd, false, SPAWN_TIMEOUT)? {
         Report::Ready(pid) => Ok(pid),
         Report::Failed(msg) => Err(msg),
@@ -321,6 +354,39 @@ pub fn run(config_path: &Path) -> ! {
     })
 }
 
+/// The small `berth-shim --config FILE`: creates the container by running
+/// the handler's OCI command line as a child (`<berth> oci` for builtin,
+/// runc, crun) and monitors it. Links no executor, spec or image code.
+/// Never returns.
+pub fn run_cli(config_path: &Path) -> ! {
+    shim_main(config_path, |cfg, stdio| {
+        use crate::oci::{CliExecutor, CreateOpts, Executor};
+        let exec = match cfg.handler.as_str() {
+            "" | "builtin" => {
+                let berth = if cfg.berth.as_os_str().is_empty() {
+                    std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("berth")
+                } else {
+                    cfg.berth.clone()
+                };
+                CliExecutor::with_prefix("builtin", berth, ["oci"], cfg.executor_root.join("builtin"))
+            }
+            other => {
+                let bin = match cfg.binaries.get(other) {
+                    Some(b) => b.clone(),
+                    None if other == "runc" || other == "crun" => PathBuf::from(other),
+                    None => return Err(format!("unknown executor {other:?}")),
+                };
+                CliExecutor::new(other, bin, cfg.executor_root.join(other))
+            }
+        };
+        let pid_file = cfg.state_dir.join("init.pid");
+        let opts = CreateOpts { pid_file: Some(pid_file.clone()), stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr), ..Default::default() };
+        exec.create(&cfg.id, &cfg.bundle, opts).map_err(|e| e.to_string())?;
+        let pid = fs::read_to_string(&pid_file).map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
+        pid.trim().parse::<i32>().map_err(|_| format!("bad pid {pid:?} in {}", pid_file.display()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +414,7 @@ mod tests {
             handler: "test".into(),
             executor_root: d.path().into(),
             binaries: Default::default(),
+            berth: PathBuf::new(),
         };
         let (r, w) = nix::unistd::pipe().unwrap();
         // The monitor owns signals and reaping for its process: run it in a
