@@ -371,3 +371,48 @@ impl Drop for CriServer {
         let _ = self.child.wait();
     }
 }
+
+/// The busybox test image's name in [`CriServer::start_with_busybox`].
+pub const CRI_IMAGE: &str = "cri/busybox:1";
+
+/// A CRI image spec naming `image`.
+pub fn image_spec(image: &str) -> Option<cri_proto::v1::ImageSpec> {
+    Some(cri_proto::v1::ImageSpec { image: image.into(), ..Default::default() })
+}
+
+impl CriServer {
+    /// A server with the busybox test image imported as [`CRI_IMAGE`].
+    pub fn start_with_busybox() -> CriServer {
+        let layout = tempfile::tempdir().expect("temp dir");
+        let img = builder::busybox_image().expect("busybox image");
+        builder::write_oci_layout(layout.path(), &[(CRI_IMAGE, (&img).into())]).expect("oci layout");
+        let server = CriServer::start();
+        let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", CRI_IMAGE]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        server
+    }
+}
+
+/// RunPodSandbox, CreateContainer and StartContainer; returns the sandbox
+/// and container IDs.
+pub async fn run_pod_with_container(
+    rt: &mut cri_proto::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &cri_proto::v1::PodSandboxConfig,
+    ctr: &cri_proto::v1::ContainerConfig,
+) -> (String, String) {
+    use cri_proto::v1 as cri;
+    let sid = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let cid = rt
+        .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr.clone()), sandbox_config: Some(pod.clone()) })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.expect("StartContainer");
+    (sid, cid)
+}

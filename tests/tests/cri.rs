@@ -110,12 +110,7 @@ fn image_service_rpcs() {
 #[test]
 fn pod_lifecycle() {
     require_root();
-    let layout = tempfile::tempdir().unwrap();
-    let img = builder::busybox_image().unwrap();
-    builder::write_oci_layout(layout.path(), &[("cri/busybox:1", (&img).into())]).unwrap();
-    let mut server = CriServer::start();
-    let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", "cri/busybox:1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut server = CriServer::start_with_busybox();
     let logs = tempfile::tempdir().unwrap();
     let parent = format!("/berth-critest-{}", std::process::id());
     let pod = cri::PodSandboxConfig {

@@ -2,7 +2,7 @@
 //! exits that no RPC causes and exits after a daemon restart, and the list
 //! streams (StreamPodSandboxes, StreamContainers, StreamImages).
 
-use berth_tests::{block_on, builder, require_root, CriServer};
+use berth_tests::{block_on, require_root, CriServer};
 use cri_proto::v1 as cri;
 use cri_proto::v1::image_service_client::ImageServiceClient;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -12,17 +12,6 @@ use tonic::codec::Streaming;
 
 fn spec(image: &str) -> Option<cri::ImageSpec> {
     Some(cri::ImageSpec { image: image.into(), ..Default::default() })
-}
-
-/// A server with the busybox test image imported as `cri/busybox:1`.
-fn server_with_image() -> CriServer {
-    let layout = tempfile::tempdir().unwrap();
-    let img = builder::busybox_image().unwrap();
-    builder::write_oci_layout(layout.path(), &[("cri/busybox:1", (&img).into())]).unwrap();
-    let server = CriServer::start();
-    let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", "cri/busybox:1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    server
 }
 
 fn pod(name: &str, parent: &str) -> cri::PodSandboxConfig {
@@ -105,7 +94,7 @@ fn state(s: &cri::ContainerStatus) -> cri::ContainerState {
 #[test]
 fn lifecycle_events_and_list_streams() {
     require_root();
-    let server = server_with_image();
+    let server = CriServer::start_with_busybox();
     let parent = format!("/berth-events-{}", std::process::id());
     let pod = pod("events", &parent);
     block_on(async {
@@ -201,7 +190,7 @@ fn lifecycle_events_and_list_streams() {
 #[test]
 fn exit_after_restart_is_an_event() {
     require_root();
-    let mut server = server_with_image();
+    let mut server = CriServer::start_with_busybox();
     let parent = format!("/berth-events-{}", std::process::id());
     let pod = pod("restart", &parent);
     let (sid, cid, pid) = block_on(async {

@@ -4,7 +4,7 @@
 //! UpdateContainerResources / UpdatePodSandboxResources read back from the
 //! cgroup files.
 
-use berth_tests::{block_on, builder, require_root, CriServer};
+use berth_tests::{block_on, require_root, CriServer};
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
@@ -36,12 +36,7 @@ fn val(v: &Option<cri::UInt64Value>) -> u64 {
 #[test]
 fn stats_metrics_and_updates() {
     require_root();
-    let layout = tempfile::tempdir().unwrap();
-    let img = builder::busybox_image().unwrap();
-    builder::write_oci_layout(layout.path(), &[("cri/busybox:1", (&img).into())]).unwrap();
-    let server = CriServer::start();
-    let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", "cri/busybox:1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = CriServer::start_with_busybox();
     let parent = format!("/berth-stats-{}", std::process::id());
     let pod = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata { name: "stats".into(), namespace: "default".into(), uid: "uid-stats".into(), attempt: 0 }),
@@ -59,19 +54,7 @@ fn stats_metrics_and_updates() {
     };
     block_on(async {
         let mut rt = RuntimeServiceClient::new(server.channel().await);
-        let sid = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
-        let cid = rt
-            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr.clone()), sandbox_config: Some(pod.clone()) })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();
+        let (sid, cid) = berth_tests::run_pod_with_container(&mut rt, &pod, &ctr).await;
 
         // Wait for the memory to be allocated and the file written.
         let deadline = Instant::now() + Duration::from_secs(60);

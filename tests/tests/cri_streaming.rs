@@ -1,7 +1,7 @@
 //! The CRI streaming server: Exec and PortForward URLs, and the Kubernetes
 //! channel protocols over WebSocket with a tokio-tungstenite client.
 
-use berth_tests::{block_on, builder, require_root, CriServer};
+use berth_tests::{block_on, require_root, CriServer};
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use futures::{SinkExt, StreamExt};
@@ -50,12 +50,7 @@ fn text(m: &std::collections::BTreeMap<u8, Vec<u8>>, ch: u8) -> String {
 #[test]
 fn exec_and_port_forward_over_websocket() {
     require_root();
-    let layout = tempfile::tempdir().unwrap();
-    let img = builder::busybox_image().unwrap();
-    builder::write_oci_layout(layout.path(), &[("cri/busybox:1", (&img).into())]).unwrap();
-    let server = CriServer::start();
-    let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", "cri/busybox:1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = CriServer::start_with_busybox();
     let logs = tempfile::tempdir().unwrap();
     let parent = format!("/berth-stream-{}", std::process::id());
     let pod = cri::PodSandboxConfig {
@@ -74,19 +69,7 @@ fn exec_and_port_forward_over_websocket() {
     };
     block_on(async {
         let mut rt = RuntimeServiceClient::new(server.channel().await);
-        let sid = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
-        let cid = rt
-            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr.clone()), sandbox_config: Some(pod.clone()) })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();
+        let (sid, cid) = berth_tests::run_pod_with_container(&mut rt, &pod, &ctr).await;
 
         let exec = |cmd: Vec<String>, stdin: bool| cri::ExecRequest { container_id: cid.clone(), cmd, stdin, stdout: true, stderr: true, tty: false };
 
