@@ -1,16 +1,12 @@
 //! The CRI server through its unix socket with a tonic client: version,
 //! status, and the ImageService RPCs, with their error codes.
 
-use berth_tests::{block_on, builder, require_root, CriServer, Registry};
+use berth_tests::{block_on, image_spec, builder, require_root, CriServer, Registry};
 use cri_proto::v1 as cri;
 use cri_proto::v1::image_service_client::ImageServiceClient;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use std::os::unix::fs::PermissionsExt;
 use tonic::Code;
-
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec { image: image.into(), ..Default::default() })
-}
 
 #[test]
 fn version_status_and_config() {
@@ -49,10 +45,10 @@ fn image_service_rpcs() {
     block_on(async {
         let mut is = ImageServiceClient::new(server.channel().await);
         // Absent image: an empty status, not an error.
-        let st = is.image_status(cri::ImageStatusRequest { image: spec(&name), verbose: false }).await.unwrap().into_inner();
+        let st = is.image_status(cri::ImageStatusRequest { image: image_spec(&name), verbose: false }).await.unwrap().into_inner();
         assert!(st.image.is_none());
 
-        let pulled = is.pull_image(cri::PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap().into_inner();
+        let pulled = is.pull_image(cri::PullImageRequest { image: image_spec(&name), ..Default::default() }).await.unwrap().into_inner();
         assert_eq!(pulled.image_ref, img.config_digest);
 
         let list = is.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner().images;
@@ -62,14 +58,14 @@ fn image_service_rpcs() {
         assert!(list[0].size > 0);
 
         let filtered = is
-            .list_images(cri::ListImagesRequest { filter: Some(cri::ImageFilter { image: spec(&img.config_digest) }) })
+            .list_images(cri::ListImagesRequest { filter: Some(cri::ImageFilter { image: image_spec(&img.config_digest) }) })
             .await
             .unwrap()
             .into_inner()
             .images;
         assert_eq!(filtered.len(), 1);
 
-        let st = is.image_status(cri::ImageStatusRequest { image: spec(&name), verbose: true }).await.unwrap().into_inner();
+        let st = is.image_status(cri::ImageStatusRequest { image: image_spec(&name), verbose: true }).await.unwrap().into_inner();
         assert_eq!(st.image.unwrap().id, img.config_digest);
         let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
         assert_eq!(info["image"]["id"], img.config_digest);
@@ -79,27 +75,27 @@ fn image_service_rpcs() {
         assert!(u.used_bytes.as_ref().unwrap().value > 0 && u.inodes_used.as_ref().unwrap().value > 0);
 
         // Error codes.
-        let e = is.pull_image(cri::PullImageRequest { image: spec("UPPER/case"), ..Default::default() }).await.unwrap_err();
+        let e = is.pull_image(cri::PullImageRequest { image: image_spec("UPPER/case"), ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        let e = is.pull_image(cri::PullImageRequest { image: spec(""), ..Default::default() }).await.unwrap_err();
+        let e = is.pull_image(cri::PullImageRequest { image: image_spec(""), ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         let e = is
-            .pull_image(cri::PullImageRequest { image: spec(&format!("{}/cri/missing:1", reg.addr())), ..Default::default() })
+            .pull_image(cri::PullImageRequest { image: image_spec(&format!("{}/cri/missing:1", reg.addr())), ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
         assert!(e.message().contains("cri/missing"), "{e:?}");
 
-        is.remove_image(cri::RemoveImageRequest { image: spec(&name) }).await.unwrap();
+        is.remove_image(cri::RemoveImageRequest { image: image_spec(&name) }).await.unwrap();
         // Removal is idempotent.
-        is.remove_image(cri::RemoveImageRequest { image: spec(&name) }).await.unwrap();
+        is.remove_image(cri::RemoveImageRequest { image: image_spec(&name) }).await.unwrap();
         assert!(is.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
     });
     // Secrets never reach the log: pull with credentials and check.
     block_on(async {
         let mut is = ImageServiceClient::new(server.channel().await);
         let auth = cri::AuthConfig { username: "u".into(), password: "s3cret-pass-xyz".into(), ..Default::default() };
-        let _ = is.pull_image(cri::PullImageRequest { image: spec(&name), auth: Some(auth), ..Default::default() }).await;
+        let _ = is.pull_image(cri::PullImageRequest { image: image_spec(&name), auth: Some(auth), ..Default::default() }).await;
     });
     assert!(!server.log().contains("s3cret-pass-xyz"));
 }
@@ -123,7 +119,7 @@ fn pod_lifecycle() {
     };
     let ctr = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "main".into(), attempt: 0 }),
-        image: spec("cri/busybox:1"),
+        image: image_spec("cri/busybox:1"),
         command: vec!["sh".into(), "-c".into(), "echo hello from $(hostname); sleep 300".into()],
         log_path: "main/0.log".into(),
         ..Default::default()

@@ -2,17 +2,13 @@
 //! exits that no RPC causes and exits after a daemon restart, and the list
 //! streams (StreamPodSandboxes, StreamContainers, StreamImages).
 
-use berth_tests::{block_on, require_root, CriServer};
+use berth_tests::{block_on, image_spec, require_root, CriServer};
 use cri_proto::v1 as cri;
 use cri_proto::v1::image_service_client::ImageServiceClient;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use cri_proto::v1::ContainerEventType as Kind;
 use std::time::Duration;
 use tonic::codec::Streaming;
-
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec { image: image.into(), ..Default::default() })
-}
 
 fn pod(name: &str, parent: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
@@ -27,7 +23,7 @@ fn pod(name: &str, parent: &str) -> cri::PodSandboxConfig {
 fn ctr(script: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "main".into(), attempt: 0 }),
-        image: spec("cri/busybox:1"),
+        image: image_spec("cri/busybox:1"),
         command: vec!["sh".into(), "-c".into(), script.into()],
         ..Default::default()
     }

@@ -1,7 +1,7 @@
 //! The CRI streaming server: Exec and PortForward URLs, and the Kubernetes
 //! channel protocols over WebSocket with a tokio-tungstenite client.
 
-use berth_tests::{block_on, require_root, CriServer};
+use berth_tests::{block_on, image_spec, require_root, CriServer};
 use cri_proto::v1 as cri;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
 use futures::{SinkExt, StreamExt};
@@ -10,10 +10,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn spec(image: &str) -> Option<cri::ImageSpec> {
-    Some(cri::ImageSpec { image: image.into(), ..Default::default() })
-}
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
@@ -62,7 +58,7 @@ fn exec_and_port_forward_over_websocket() {
     };
     let ctr = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "main".into(), attempt: 0 }),
-        image: spec("cri/busybox:1"),
+        image: image_spec("cri/busybox:1"),
         command: sh("mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www"),
         log_path: "main/0.log".into(),
         ..Default::default()

@@ -19,14 +19,13 @@ use std::path::{Path, PathBuf};
 /// A held file lock; released on drop.
 pub struct FileLock(#[allow(dead_code)] Flock<File>);
 
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(ImageError::io(path))
+}
+
 /// Takes a blocking flock on `path` (created if missing).
 pub fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(ImageError::io(path))?;
+    let f = open_lock(path)?;
     let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
     Flock::lock(f, arg)
         .map(FileLock)
@@ -35,12 +34,7 @@ pub fn lock_file(path: &Path, exclusive: bool) -> Result<FileLock> {
 
 /// Takes an exclusive flock on `path` if nobody holds it; `None` if busy.
 pub fn try_lock_exclusive(path: &Path) -> Result<Option<FileLock>> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(ImageError::io(path))?;
+    let f = open_lock(path)?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Some(FileLock(l))),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
