@@ -1,0 +1,3 @@
+//! The pod lifecycle engine behind the `berth` binary.
+
+pub mod engine;
