@@ -1,3 +1,4 @@
 //! The pod lifecycle engine behind the `berth` binary.
 
+pub mod api;
 pub mod engine;

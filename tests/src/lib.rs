@@ -3,6 +3,8 @@
 //! the real `berth` binary. Everything cleans up in `Drop`, so a failing
 //! test leaves no processes or temp dirs behind.
 
+pub mod standalone;
+
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

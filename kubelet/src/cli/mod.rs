@@ -1,7 +1,10 @@
 //! The `berth` command line.
 
 mod containers;
+mod exec;
 mod images;
+mod pods;
+mod run;
 
 use berth_runtime::Config;
 use clap::{Parser, Subcommand};
@@ -32,6 +35,21 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Pod manifests on this machine (standalone mode), in the foreground or with --detach.
+    Run(run::RunArgs),
+    /// Display pods of a running `berth run`.
+    #[command(subcommand)]
+    Get(pods::GetWhat),
+    /// Show details of a pod: status, conditions, events.
+    #[command(subcommand)]
+    Describe(pods::DescribeWhat),
+    /// Print a container's logs.
+    Logs(pods::LogsArgs),
+    /// Run a command in a container of a pod.
+    Exec(pods::ExecArgs),
+    /// Delete pods gracefully.
+    #[command(subcommand)]
+    Delete(pods::DeleteWhat),
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -84,7 +102,7 @@ impl Cli {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;
@@ -129,6 +147,12 @@ pub fn main() -> ExitCode {
         let rt = tokio::runtime::Runtime::new()?;
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
+            Command::Run(args) => rt.block_on(run::run(cfg, args, std::env::current_exe()?)),
+            Command::Get(what) => rt.block_on(pods::get(cfg, what)),
+            Command::Describe(what) => rt.block_on(pods::describe(cfg, what)),
+            Command::Logs(args) => rt.block_on(pods::logs(cfg, args)),
+            Command::Exec(args) => rt.block_on(pods::exec(cfg, args)),
+            Command::Delete(what) => rt.block_on(pods::delete(cfg, what)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
             Command::Cri { socket } => rt.block_on(async {
                 let exe = std::env::current_exe()?;

@@ -412,7 +412,17 @@ impl Worker {
             }
             return Ok(Some(d));
         }
-        let attempt = prev.map(|p| p.attempt + 1).unwrap_or(0);
+        let attempt = match prev {
+            Some(p) if p.exited() => p.attempt + 1,
+            // Created but never started (berth stopped in between): replace it.
+            Some(p) if p.state() == cri::ContainerState::ContainerCreated => {
+                let mut rt = self.shared.cri.runtime.clone();
+                let _ = rt.remove_container(cri::RemoveContainerRequest { container_id: p.id.clone() }).await;
+                p.attempt
+            }
+            Some(_) => return Ok(Some(Duration::from_secs(1))),
+            None => 0,
+        };
         self.start_container(c, attempt, now).await
     }
 
