@@ -14,6 +14,7 @@ pub mod watch;
 
 pub use defaults::{static_pod_uid, CONFIG_HASH_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
 pub use error::{FieldError, FieldErrorType, InvalidObject, ManifestError, ObjectRef, Origin, Problem};
+pub use watch::{ManifestEvent, ManifestWatcher, WatchOptions};
 
 
 use decode::RawObject;
