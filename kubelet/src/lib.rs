@@ -1,4 +1,7 @@
-//! The pod lifecycle engine behind the `berth` binary.
+//! The pod side of Berth: the pod lifecycle engine, manifests, the local API
+//! and kubectl-like output.
 
 pub mod api;
 pub mod engine;
+pub mod manifest;
+pub mod output;
