@@ -349,6 +349,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: good}}
 spec:
+  terminationGracePeriodSeconds: 1
   containers: [{{name: c, image: {IMG}, command: ["sleep", "1000"]}}]
 "#
         ),

@@ -126,9 +126,12 @@ pub async fn get(cfg: Config, what: GetWhat) -> anyhow::Result<ExitCode> {
         }
     }
     let wide = fmt == Some(OutputFormat::Wide);
+    let opts = |no_headers: bool| output::TableOptions { wide, show_namespace: Some(all_namespaces), no_headers };
+    let now = output::Timestamp::now;
+    let single = names.len() == 1;
     match fmt {
-        Some(OutputFormat::Json) => println!("{}", output::to_json(&pods, !names.is_empty())?),
-        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&pods, !names.is_empty())?),
+        Some(OutputFormat::Json) => print!("{}", output::pods_document(&pods, output::Format::Json, single)),
+        Some(OutputFormat::Yaml) => print!("{}", output::pods_document(&pods, output::Format::Yaml, single)),
         Some(OutputFormat::Name) => pods.iter().for_each(|p| println!("pod/{}", p.metadata.name.as_deref().unwrap_or(""))),
         _ => {
             if pods.is_empty() && !watch {
@@ -138,28 +141,32 @@ pub async fn get(cfg: Config, what: GetWhat) -> anyhow::Result<ExitCode> {
                     eprintln!("No resources found in {namespace} namespace.");
                 }
             } else {
-                print!("{}", output::pods_table(&pods, wide, all_namespaces));
+                print!("{}", output::pods_table(&pods, &opts(false), now()));
             }
         }
     }
     if !watch {
         return Ok(if names.len() > pods.len() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
+    // Rows that change, like kubectl -w (AGE aside).
+    let key = |p: &Pod| {
+        let r = output::pod_row(p, now());
+        format!("{}\t{}\t{}\t{}", r.namespace, r.ready, r.status, r.restarts)
+    };
     let mut last: std::collections::BTreeMap<String, String> = Default::default();
     for p in &pods {
-        last.insert(p.metadata.name.clone().unwrap_or_default(), output::pods_table(std::slice::from_ref(p), wide, all_namespaces));
+        last.insert(p.metadata.uid.clone().unwrap_or_default(), key(p));
     }
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pods = select(c.pods().await?);
         for p in &pods {
-            let t = output::pods_table(std::slice::from_ref(p), wide, all_namespaces);
-            let row = t.lines().nth(1).unwrap_or("").to_string();
-            let name = p.metadata.name.clone().unwrap_or_default();
-            if last.get(&name).map(|l| l.lines().nth(1).unwrap_or("")) != Some(row.as_str()) {
-                println!("{row}");
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let k = key(p);
+            if last.get(&uid) != Some(&k) {
+                print!("{}", output::pods_table(std::slice::from_ref(p), &opts(true), now()));
                 std::io::stdout().flush()?;
-                last.insert(name, t);
+                last.insert(uid, k);
             }
         }
     }
@@ -170,7 +177,7 @@ pub async fn describe(cfg: Config, what: DescribeWhat) -> anyhow::Result<ExitCod
     let c = client(&cfg);
     let pod = c.pod(&namespace, &name).await?;
     let events = c.events(&namespace, &name).await?;
-    print!("{}", output::describe_pod(&pod, &events));
+    print!("{}", output::describe_pod(&pod, Some(&events), output::Timestamp::now()));
     Ok(ExitCode::SUCCESS)
 }
 

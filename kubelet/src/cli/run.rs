@@ -206,7 +206,7 @@ async fn show_changes(mgr: Arc<PodManager>) {
     loop {
         let pods = mgr.list();
         for p in &pods {
-            let row = berth_kubelet::output::pod_row(p);
+            let row = berth_kubelet::output::pod_row(p, berth_kubelet::output::Timestamp::now());
             let key = pod_key(p);
             let shown = format!("{}\t{}\t{}", row.ready, row.status, row.restarts);
             if last.get(&key) != Some(&shown) {
@@ -227,12 +227,18 @@ async fn show_changes(mgr: Arc<PodManager>) {
 
 /// Keeps the pods in line with a manifest directory.
 async fn watch_dir(dir: PathBuf, mgr: Arc<PodManager>, objects: Objects) {
-    let mut rx = manifest::watch_dir(&dir);
+    let mut watcher = match manifest::ManifestWatcher::new(&dir, manifest::WatchOptions::default()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: watching {}: {e}", dir.display());
+            return;
+        }
+    };
     // Pods by the file they came from.
     let mut by_file: std::collections::HashMap<PathBuf, Vec<Pod>> = Default::default();
-    while let Some(ev) = rx.recv().await {
+    while let Some(ev) = watcher.next().await {
         match ev {
-            manifest::DirEvent::Changed { path, loaded } => {
+            manifest::ManifestEvent::Added { path, loaded } | manifest::ManifestEvent::Changed { path, loaded } => {
                 for e in loaded.all_errors() {
                     eprintln!("error: {e}");
                 }
@@ -255,14 +261,9 @@ async fn watch_dir(dir: PathBuf, mgr: Arc<PodManager>, objects: Objects) {
                 }
                 by_file.insert(path, new);
             }
-            manifest::DirEvent::Removed { path } => {
+            manifest::ManifestEvent::Removed { path } => {
                 for o in by_file.remove(&path).unwrap_or_default() {
                     mgr.delete_uid(o.metadata.uid.as_deref().unwrap_or(""), None).await;
-                }
-            }
-            manifest::DirEvent::Synced => {
-                if let Err(e) = mgr.remove_orphans().await {
-                    tracing::warn!("removing orphaned sandboxes: {e:#}");
                 }
             }
         }
