@@ -7,6 +7,7 @@
 //! - `GET /events/{ns}/{name}` → `[Event]`
 //! - `DELETE /pods/{ns}/{name}?gracePeriodSeconds=N` → waits until gone
 //! - `POST /apply` with a manifest bundle → the pods started
+//! - `POST /shutdown` → terminates every pod, then the daemon exits
 
 use crate::engine::PodManager;
 use bytes::Bytes;
@@ -39,6 +40,14 @@ pub struct ApplyRequest {
 
 pub type Apply = Arc<dyn Fn(ApplyRequest) -> futures::future::BoxFuture<'static, Vec<String>> + Send + Sync>;
 
+/// What the API can ask of the daemon besides pods.
+#[derive(Clone)]
+pub struct Hooks {
+    pub apply: Apply,
+    /// Notified by `POST /shutdown`.
+    pub shutdown: Arc<tokio::sync::Notify>,
+}
+
 fn json(code: StatusCode, v: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     Response::builder().status(code).header("content-type", "application/json").body(Full::new(Bytes::from(body))).expect("valid response")
@@ -49,7 +58,7 @@ fn error(code: StatusCode, msg: String) -> Response<Full<Bytes>> {
 }
 
 /// Serves the API on `socket` until the task is dropped.
-pub async fn serve(socket: &Path, pods: Arc<PodManager>, info: Info, apply: Apply) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(socket: &Path, pods: Arc<PodManager>, info: Info, hooks: Hooks) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     if let Some(d) = socket.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -63,16 +72,16 @@ pub async fn serve(socket: &Path, pods: Arc<PodManager>, info: Info, apply: Appl
             let Ok((stream, _)) = listener.accept().await else { continue };
             let pods = pods.clone();
             let info = info.clone();
-            let apply = apply.clone();
+            let hooks = hooks.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(req, pods.clone(), info.clone(), apply.clone()));
+                let svc = hyper::service::service_fn(move |req| handle(req, pods.clone(), info.clone(), hooks.clone()));
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
             });
         }
     }))
 }
 
-async fn handle(req: Request<Incoming>, pods: Arc<PodManager>, info: Arc<Info>, apply: Apply) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(req: Request<Incoming>, pods: Arc<PodManager>, info: Arc<Info>, hooks: Hooks) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path: Vec<String> = req.uri().path().trim_matches('/').split('/').map(str::to_string).collect();
     let query = req.uri().query().unwrap_or("").to_string();
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -103,9 +112,13 @@ async fn handle(req: Request<Incoming>, pods: Arc<PodManager>, info: Arc<Info>, 
                 Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
             };
             match serde_json::from_slice::<ApplyRequest>(&body) {
-                Ok(r) => json(StatusCode::OK, &apply(r).await),
+                Ok(r) => json(StatusCode::OK, &(hooks.apply)(r).await),
                 Err(e) => error(StatusCode::BAD_REQUEST, format!("bad apply request: {e}")),
             }
+        }
+        (Method::POST, ["shutdown"]) => {
+            hooks.shutdown.notify_one();
+            json(StatusCode::OK, &serde_json::json!({ "shuttingDown": true }))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no such API path: {}", req.uri().path())),
     })
@@ -166,6 +179,15 @@ impl Client {
     pub async fn delete(&self, ns: &str, name: &str, grace: Option<i64>) -> anyhow::Result<()> {
         let q = grace.map(|g| format!("?gracePeriodSeconds={g}")).unwrap_or_default();
         let _: serde_json::Value = self.get_json(Method::DELETE, &format!("/pods/{ns}/{name}{q}"), None).await?;
+        Ok(())
+    }
+
+    /// Asks the daemon to terminate its pods and exit; returns once it is gone.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.get_json(Method::POST, "/shutdown", None).await?;
+        while tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 

@@ -50,6 +50,8 @@ enum Command {
     /// Delete pods gracefully.
     #[command(subcommand)]
     Delete(pods::DeleteWhat),
+    /// Stop a running `berth run` (e.g. one started with --detach): every pod terminates gracefully.
+    Stop,
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -153,6 +155,7 @@ pub fn main() -> ExitCode {
             Command::Logs(args) => rt.block_on(pods::logs(cfg, args)),
             Command::Exec(args) => rt.block_on(pods::exec(cfg, args)),
             Command::Delete(what) => rt.block_on(pods::delete(cfg, what)),
+            Command::Stop => rt.block_on(pods::stop(cfg)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
             Command::Cri { socket } => rt.block_on(async {
                 let exe = std::env::current_exe()?;

@@ -352,3 +352,12 @@ pub async fn exec(cfg: Config, a: ExecArgs) -> anyhow::Result<ExitCode> {
     let cri = berth_kubelet::engine::cri::Cri::connect(&info.cri_socket).await?;
     super::exec::exec(cri, &id, a.command, a.stdin, a.tty).await
 }
+
+/// `berth stop`: terminates a running `berth run` and its pods.
+pub async fn stop(cfg: Config) -> anyhow::Result<ExitCode> {
+    let c = client(&cfg);
+    let info = c.info().await?;
+    c.shutdown().await?;
+    println!("berth (pid {}) stopped", info.pid);
+    Ok(ExitCode::SUCCESS)
+}

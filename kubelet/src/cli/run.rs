@@ -158,7 +158,8 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<Exi
             })
         })
     };
-    let api_task = api::serve(&api_sock, mgr.clone(), info, apply.clone()).await?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let api_task = api::serve(&api_sock, mgr.clone(), info, api::Hooks { apply, shutdown: stop.clone() }).await?;
 
     store_objects(&objects, &req);
     for p in req.pods.clone() {
@@ -176,7 +177,10 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<Exi
     }
 
     let display = if args.daemon_child { None } else { Some(tokio::spawn(show_changes(mgr.clone()))) };
-    super::shutdown_signal().await;
+    tokio::select! {
+        _ = super::shutdown_signal() => {}
+        _ = stop.notified() => {}
+    }
     if let Some(w) = watcher {
         w.abort();
     }
@@ -186,7 +190,6 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<Exi
     eprintln!("terminating pods...");
     mgr.shutdown(None).await;
     api_task.abort();
-    let _ = std::fs::remove_file(&api_sock);
     let _ = cri_stop_tx.send(());
     if let Some(t) = cri_task {
         let _ = t.await;
@@ -194,6 +197,8 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<Exi
     if let Some(s) = services {
         s.shutdown();
     }
+    // Last: `berth stop` waits for this socket to go away.
+    let _ = std::fs::remove_file(&api_sock);
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
