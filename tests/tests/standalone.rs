@@ -463,3 +463,198 @@ spec:
     assert!(st.success());
     s.assert_clean();
 }
+
+#[test]
+fn sidecars_start_before_app_containers() {
+    let mut s = Standalone::new();
+    let m = s.write(
+        "side.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: side}}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: setup
+    image: {IMG}
+    command: ["sh", "-c", "echo setup >> /data/order"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  - name: proxy
+    image: {IMG}
+    restartPolicy: Always
+    command: ["sh", "-c", "echo proxy >> /data/order; exec sleep 1000"]
+    startupProbe:
+      exec: {{command: ["sh", "-c", "grep -q proxy /data/order"]}}
+      periodSeconds: 1
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: app
+    image: {IMG}
+    command: ["sh", "-c", "echo app >> /data/order; exec sleep 1000"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, emptyDir: {{}}}}]
+"#
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    let p = s.wait_pod("side", "app running", 60, |p| container(p, "app")["state"]["running"].is_object());
+    assert!(container(&p, "proxy")["state"]["running"].is_object(), "the sidecar keeps running: {p}");
+    assert_eq!(container(&p, "proxy")["started"], true);
+    assert_eq!(s.berth_ok(&["exec", "side", "--", "cat", "/data/order"]), "setup\nproxy\napp\n");
+    let table = s.berth_ok(&["get", "pods", "side"]);
+    assert!(table.contains("2/2"), "the sidecar counts in READY: {table}");
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
+}
+
+#[test]
+fn image_pull_errors_back_off() {
+    let mut s = Standalone::new();
+    let reg = berth_tests::Registry::start();
+    let m = s.write(
+        "pull.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: missing}}
+spec:
+  containers: [{{name: c, image: {}, imagePullPolicy: IfNotPresent}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: never}}
+spec:
+  containers: [{{name: c, image: example.invalid/nothing:1, imagePullPolicy: Never}}]
+"#,
+            reg.reference("nothing/here:1")
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    let p = s.wait_pod("missing", "ErrImagePull", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull");
+    assert!(container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap().contains("nothing/here"), "{p}");
+    assert_eq!(phase(&p), "Pending");
+    s.wait_pod("missing", "ImagePullBackOff", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff");
+    let p = s.wait_pod("never", "ErrImageNeverPull", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ErrImageNeverPull");
+    assert!(container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap().contains("pull policy of Never"), "{p}");
+    let d = s.berth_ok(&["describe", "pod", "missing"]);
+    assert!(d.contains("Failed") && d.contains("Pulling"), "{d}");
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
+}
+
+#[test]
+fn missing_config_map_waits_then_starts() {
+    let mut s = Standalone::new();
+    s.write(
+        "pod.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: wants}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMG}
+    command: ["sh", "-c", "echo color=$COLOR; exec sleep 1000"]
+    env: [{{name: COLOR, valueFrom: {{configMapKeyRef: {{name: paint, key: color}}}}}}]
+"#
+        ),
+    );
+    let dir = s.dir.path().to_str().unwrap().to_string();
+    s.start(&["--manifest-dir", &dir]);
+    let p = s.wait_pod("wants", "CreateContainerConfigError", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError");
+    assert_eq!(container(&p, "c")["state"]["waiting"]["message"], "configmap \"paint\" not found");
+    s.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: paint}\ndata: {color: blue}\n");
+    s.wait_pod("wants", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    assert_eq!(s.berth_ok(&["logs", "wants"]), "color=blue\n");
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
+}
+
+#[test]
+fn drives_a_remote_cri_endpoint() {
+    let mut s = Standalone::new();
+    let cri = berth_tests::CriServer::start_with_busybox();
+    let m = s.write(
+        "remote.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: remote}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: {}, imagePullPolicy: Never, command: ["sh", "-c", "echo via cri; exec sleep 1000"]}}]
+"#,
+            berth_tests::CRI_IMAGE
+        ),
+    );
+    let ep = format!("unix://{}", cri.socket.display());
+    s.start(&["--runtime-endpoint", &ep, m.to_str().unwrap()]);
+    let p = s.wait_pod("remote", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    assert!(container(&p, "c")["containerID"].as_str().unwrap().starts_with("berth://"), "{p}");
+    // The pod lives in the other runtime's state, not in this root's.
+    let ps = cri.root.berth_ok(&["container", "ps", "-a", "-q"]);
+    let id = container(&p, "c")["containerID"].as_str().unwrap().trim_start_matches("berth://").to_string();
+    assert!(String::from_utf8_lossy(&ps.stdout).contains(&id[..12]), "{}", String::from_utf8_lossy(&ps.stdout));
+    assert_eq!(s.berth_ok(&["logs", "remote"]), "via cri\n");
+    assert_eq!(s.berth_ok(&["exec", "remote", "--", "echo", "hi"]), "hi\n");
+    let st = s.interrupt();
+    assert!(st.success());
+    let ps = cri.root.berth_ok(&["container", "ps", "-a", "-q"]);
+    assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty(), "containers left in the CRI runtime");
+}
+
+#[test]
+fn logs_follow_across_restarts() {
+    let mut s = Standalone::new();
+    let m = s.write(
+        "f.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: chatty}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: {IMG}, command: ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.3; done"]}}]
+"#
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    s.wait_pod("chatty", "running", 60, |p| container(p, "c")["state"]["running"].is_object() || container(p, "c")["restartCount"].as_i64().unwrap_or(0) > 0);
+    let mut child = s.command().args(["logs", "-f", "chatty"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    // Read until the second run's lines arrive.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut got = String::new();
+        let mut buf = [0u8; 256];
+        while got.matches("line 3").count() < 2 {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        got
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reader.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "logs -f did not follow the restart");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let got = reader.join().unwrap();
+    assert!(got.matches("line 1").count() >= 2 && got.matches("line 3").count() >= 2, "{got}");
+    let st = s.interrupt();
+    assert!(st.success());
+}

@@ -439,7 +439,8 @@ impl Worker {
                 self.shared.events.warning(&obj, "Failed", msg.clone());
                 self.shared.events.warning(&obj, "Failed", format!("Error: {reason}"));
                 track.waiting = Some(Waiting { reason, message: msg });
-                return Ok(Some(d));
+                // Look again mid-window: the status then shows ImagePullBackOff.
+                return Ok(Some(d / 2));
             }
         };
         // Environment and volumes.
