@@ -351,6 +351,17 @@ fn config_map_and_secret_validation() {
     assert_eq!(errs.len(), 4, "{errs:#?}");
     assert!(errs[0].starts_with("pod.yaml: document 1: ConfigMap default/cm: data[a/b]: Invalid value: \"a/b\": a valid config key"));
     assert!(errs[2].ends_with("binaryData[a/b]: Invalid value: \"a/b\": duplicate of key present in data"));
-    assert!(errs[3].starts_with("pod.yaml: document 2: Secret default/s: data.k: "), "{}", errs[3]);
+    assert_eq!(errs[3], "pod.yaml: document 2: Secret default/s: data.k: invalid value: must be base64-encoded");
     assert!(l.config_maps.is_empty() && l.secrets.is_empty());
+}
+
+#[test]
+fn secret_values_stay_out_of_errors_and_debug() {
+    let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: 123456789}\n");
+    let e = l.errors[0].to_string();
+    assert_eq!(e, "pod.yaml: document 1: Secret default/s: stringData.pw: invalid value: must be a string");
+    let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: hunter2}\n");
+    assert_eq!(l.secrets.len(), 1);
+    let dbg = format!("{l:?}");
+    assert!(dbg.contains("default/s") && !dbg.contains("hunter2") && !dbg.contains("104, 117"), "{dbg}");
 }
