@@ -24,8 +24,8 @@ use k8s_openapi::ByteString;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// What a set of manifests holds.
-#[derive(Clone, Debug, Default)]
+/// What a set of manifests holds. Its `Debug` output names Secrets but never shows their data.
+#[derive(Clone, Default)]
 pub struct Loaded {
     /// Every Pod, in file and document order: valid and defaulted (UID set, status cleared), or
     /// why it is invalid — then nothing of it may be started.
@@ -37,6 +37,22 @@ pub struct Loaded {
     /// Problems that are no pod's: unreadable files, syntax errors, unsupported kinds, invalid
     /// ConfigMaps and Secrets.
     pub errors: Vec<ManifestError>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets: Vec<String> = self
+            .secrets
+            .iter()
+            .map(|s| format!("{}/{}", s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.as_deref().unwrap_or("")))
+            .collect();
+        f.debug_struct("Loaded")
+            .field("pods", &self.pods)
+            .field("config_maps", &self.config_maps)
+            .field("secrets", &secrets)
+            .field("errors", &self.errors)
+            .finish()
+    }
 }
 
 impl Loaded {
@@ -131,6 +147,7 @@ fn problems_to_errors(origin: &Origin, object: &Option<ObjectRef>, problems: Vec
     problems.into_iter().map(|p| ManifestError::at(origin, object.clone(), p)).collect()
 }
 
+#[allow(clippy::result_large_err)]
 fn pod(origin: &Origin, value: &serde_json::Value, source: &str) -> Result<Pod, InvalidObject> {
     let object = decode::object_ref("Pod", value);
     let invalid = |errors| InvalidObject { origin: origin.clone(), object: object.clone(), errors };
@@ -162,7 +179,22 @@ fn config_map(origin: &Origin, value: &serde_json::Value) -> Result<ConfigMap, V
 
 fn secret(origin: &Origin, value: &serde_json::Value) -> Result<Secret, Vec<ManifestError>> {
     let object = decode::object_ref("Secret", value);
-    let mut s: Secret = decode::decode_strict(value).map_err(|ps| problems_to_errors(origin, &object, ps))?;
+    let mut s: Secret = decode::decode_strict(value).map_err(|ps| {
+        // Decode messages can quote the value: never a Secret's.
+        let ps = ps
+            .into_iter()
+            .map(|p| match p {
+                Problem::Decode { field, .. } if field.starts_with("data.") => {
+                    Problem::Decode { field, message: "invalid value: must be base64-encoded".into() }
+                }
+                Problem::Decode { field, .. } if field.starts_with("stringData.") => {
+                    Problem::Decode { field, message: "invalid value: must be a string".into() }
+                }
+                p => p,
+            })
+            .collect();
+        problems_to_errors(origin, &object, ps)
+    })?;
     if s.metadata.namespace.as_deref().unwrap_or("").is_empty() {
         s.metadata.namespace = Some("default".into());
     }

@@ -260,6 +260,7 @@ fn validation_messages() {
         ("  - name: c\n    image: i\n    ports: [{containerPort: 80, hostPort: 65536}]\n", format!("{P}spec.containers[0].ports[0].hostPort: Invalid value: 65536: must be between 1 and 65535, inclusive")),
         ("  - name: c\n    image: i\n    ports: [{containerPort: 80, protocol: HTTP}]\n", format!("{P}spec.containers[0].ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"")),
         ("  - name: c\n    image: i\n    ports: [{containerPort: 80, name: web}, {containerPort: 81, name: web}]\n", format!("{P}spec.containers[0].ports[1].name: Duplicate value: \"web\"")),
+        ("  - name: c\n    image: i\n    ports: [{containerPort: 80, hostPort: 8080}]\n  - name: d\n    image: i\n    ports: [{containerPort: 81, hostPort: 8080}]\n", format!("{P}spec.containers[1].ports[0].hostPort: Duplicate value: \"8080/TCP\"")),
         ("  - name: c\n    image: i\n    ports: [{containerPort: 80, name: '8080'}]\n", format!("{P}spec.containers[0].ports[0].name: Invalid value: \"8080\": must contain at least one letter (a-z)")),
         ("  - name: c\n    image: i\n    env: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\n", format!("{P}spec.containers[0].env[0].valueFrom: Invalid value: \"\": may not be specified when `value` is not empty")),
         ("  - name: c\n    image: i\n    env: [{name: A, valueFrom: {}}]\n", format!("{P}spec.containers[0].env[0].valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`")),
@@ -351,6 +352,17 @@ fn config_map_and_secret_validation() {
     assert_eq!(errs.len(), 4, "{errs:#?}");
     assert!(errs[0].starts_with("pod.yaml: document 1: ConfigMap default/cm: data[a/b]: Invalid value: \"a/b\": a valid config key"));
     assert!(errs[2].ends_with("binaryData[a/b]: Invalid value: \"a/b\": duplicate of key present in data"));
-    assert!(errs[3].starts_with("pod.yaml: document 2: Secret default/s: data.k: "), "{}", errs[3]);
+    assert_eq!(errs[3], "pod.yaml: document 2: Secret default/s: data.k: invalid value: must be base64-encoded");
     assert!(l.config_maps.is_empty() && l.secrets.is_empty());
+}
+
+#[test]
+fn secret_values_stay_out_of_errors_and_debug() {
+    let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: 123456789}\n");
+    let e = l.errors[0].to_string();
+    assert_eq!(e, "pod.yaml: document 1: Secret default/s: stringData.pw: invalid value: must be a string");
+    let l = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: hunter2}\n");
+    assert_eq!(l.secrets.len(), 1);
+    let dbg = format!("{l:?}");
+    assert!(dbg.contains("default/s") && !dbg.contains("hunter2") && !dbg.contains("104, 117"), "{dbg}");
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -252,6 +252,7 @@ fn pod_spec(v: &mut V, spec: &PodSpec) {
     for (i, c) in spec.containers.iter().enumerate() {
         container(v, &format!("spec.containers[{i}]"), c, false, &volumes, &mut names, &all_names, spec, grace);
     }
+    host_ports(v, spec);
     if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
         v.push(FieldError::forbidden("spec.ephemeralContainers", "cannot be set on create"));
     }
@@ -429,6 +430,25 @@ fn container_ports(v: &mut V, path: &str, ports: &[ContainerPort], host_network:
                 v.push(FieldError::not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
             }
         }
+    }
+}
+
+/// A host port (with its protocol and host IP) may be used once in a pod.
+fn host_ports(v: &mut V, spec: &PodSpec) {
+    let mut seen = HashSet::new();
+    let all = spec.init_containers.iter().flatten().map(|c| ("spec.initContainers", c)).chain(spec.containers.iter().map(|c| ("spec.containers", c)));
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (list, c) in all {
+        let i = index.entry(list).or_default();
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            let Some(h) = p.host_port.filter(|h| *h != 0) else { continue };
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let ip = p.host_ip.as_deref().unwrap_or("");
+            if !seen.insert((ip.to_string(), h, proto.to_string())) {
+                v.push(FieldError::duplicate(format!("{list}[{i}].ports[{j}].hostPort"), format!("{h}/{proto}")));
+            }
+        }
+        *i += 1;
     }
 }
 

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 pub enum ManifestEvent {
     /// A file appeared (also every file present when watching starts).
     Added { path: PathBuf, loaded: Loaded },
-    /// A file's content changed; `loaded` is the new content.
+    /// A file's bytes changed; `loaded` is the new content. A pod whose UID is unchanged is the
+    /// same pod (only formatting or comments changed); a new UID means replace it.
     Changed { path: PathBuf, loaded: Loaded },
     /// A file went away (or stopped being a manifest name).
     Removed { path: PathBuf },

@@ -200,7 +200,7 @@ fn yaml_and_json_documents() {
     let list = pods_document(&[p.clone(), p.clone()], Format::Yaml, false);
     assert!(list.starts_with("apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Pod\n"), "{list}");
     assert!(list.ends_with("kind: List\nmetadata:\n  resourceVersion: ''\n"), "{list}");
-    let j = pods_document(&[p.clone()], Format::Json, false);
+    let j = pods_document(std::slice::from_ref(&p), Format::Json, false);
     assert!(j.starts_with("{\n    \"apiVersion\": \"v1\",\n    \"items\": [\n        {\n"), "{j}");
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
     assert_eq!(v["kind"], "List");
