@@ -1,0 +1,1 @@
+//! Probe tests against real local servers.
