@@ -60,10 +60,11 @@ pub(crate) struct Request {
 impl Request {
     /// The request of an `httpGet` action; `purpose` names the User-Agent (`kube-<purpose>/<ver>`).
     pub fn new(action: &HTTPGetAction, target: &Target, purpose: &str) -> Result<Request, String> {
-        let scheme = match action.scheme.as_deref().unwrap_or("").to_ascii_lowercase().as_str() {
+        let given = action.scheme.as_deref().unwrap_or("");
+        let scheme = match given.to_ascii_lowercase().as_str() {
             "" | "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other => return Err(format!("unsupported scheme {other:?} (want HTTP or HTTPS)")),
+            _ => return Err(format!("unsupported scheme {given:?} (want HTTP or HTTPS)")),
         };
         let http2 = match action.protocol.as_deref().unwrap_or("") {
             "" | "HTTP1" => false,
