@@ -39,13 +39,24 @@ pub async fn netns_tcp_socket(netns: &Path, ipv6: bool) -> io::Result<TcpSocket>
         let made = nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
             .map_err(|e| io::Error::from(e).kind_with(format!("enter network namespace {shown}")))
             .and_then(|()| {
-                let family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-                nix::sys::socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
-                    .map_err(|e| io::Error::from(e).kind_with(format!("socket in network namespace {shown}")))
+                let family = if ipv6 {
+                    AddressFamily::Inet6
+                } else {
+                    AddressFamily::Inet
+                };
+                nix::sys::socket::socket(
+                    family,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                    None,
+                )
+                .map_err(|e| io::Error::from(e).kind_with(format!("socket in network namespace {shown}")))
             });
         let _ = tx.send(made);
     })?;
-    let fd = rx.await.map_err(|_| io::Error::other("network namespace helper thread exited early"))??;
+    let fd = rx
+        .await
+        .map_err(|_| io::Error::other("network namespace helper thread exited early"))??;
     Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
 }
 
@@ -85,14 +96,28 @@ impl Destination {
             Some(h) => {
                 let h = h.trim_start_matches('[').trim_end_matches(']');
                 let is_pod_ip = target.pod_ip.is_some() && h.parse::<IpAddr>().ok() == target.pod_ip;
-                Ok(Destination { host: h.to_string(), port, netns: if is_pod_ip { pod_netns } else { None } })
+                Ok(Destination {
+                    host: h.to_string(),
+                    port,
+                    netns: if is_pod_ip { pod_netns } else { None },
+                })
             }
             None => match (target.pod_ip, pod_netns) {
-                (Some(ip), netns) => Ok(Destination { host: ip.to_string(), port, netns }),
-                (None, Some(ns)) => Ok(Destination { host: Ipv4Addr::LOCALHOST.to_string(), port, netns: Some(ns) }),
-                (None, None) if target.host_network => {
-                    Ok(Destination { host: Ipv4Addr::LOCALHOST.to_string(), port, netns: None })
-                }
+                (Some(ip), netns) => Ok(Destination {
+                    host: ip.to_string(),
+                    port,
+                    netns,
+                }),
+                (None, Some(ns)) => Ok(Destination {
+                    host: Ipv4Addr::LOCALHOST.to_string(),
+                    port,
+                    netns: Some(ns),
+                }),
+                (None, None) if target.host_network => Ok(Destination {
+                    host: Ipv4Addr::LOCALHOST.to_string(),
+                    port,
+                    netns: None,
+                }),
                 (None, None) => Err("the pod has no IP and no network namespace to connect to".into()),
             },
         }
@@ -110,7 +135,9 @@ impl Destination {
     pub async fn connect(&self) -> io::Result<TcpStream> {
         let addrs: Vec<SocketAddr> = match self.host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, self.port)],
-            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port)).await?.collect(),
+            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await?
+                .collect(),
         };
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("no addresses for {}", self.host));
         for addr in addrs {
@@ -209,7 +236,11 @@ impl ProbeConnector {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
         let https = uri.scheme_str() == Some("https") || self.tls.is_some();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let dest = Destination { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port, netns: self.netns };
+        let dest = Destination {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            netns: self.netns,
+        };
         let tcp = dest.connect().await?;
         let stream = match self.tls {
             None => ProbeStream::plain(tcp),

@@ -31,7 +31,9 @@ pub(crate) async fn run(
     let res = if timeout.is_zero() {
         fut.await
     } else {
-        tokio::time::timeout(timeout, fut).await.map_err(|_| ExecError::TimedOut)?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ExecError::TimedOut)?
     };
     res.map_err(|e| {
         if e.downcast_ref::<ExecTimedOut>().is_some() {

@@ -27,7 +27,9 @@ pub(crate) async fn probe(action: &GRPCAction, target: &Target, timeout: Duratio
             Ok(c) => connector = c,
             Err(e) => return ProbeOutcome::Unknown(e),
         },
-        other => return ProbeOutcome::Unknown(format!("unsupported gRPC probe mode {other:?} (want TLS or Plaintext)")),
+        other => {
+            return ProbeOutcome::Unknown(format!("unsupported gRPC probe mode {other:?} (want TLS or Plaintext)"))
+        }
     }
     let addr = dest.authority();
     let secs = timeout.as_secs_f64();
@@ -39,15 +41,18 @@ pub(crate) async fn probe(action: &GRPCAction, target: &Target, timeout: Duratio
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let channel = match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(connector)).await {
-        Err(_) => {
-            return ProbeOutcome::Failure(format!("timeout: failed to connect service {addr:?} within {secs}s"))
-        }
+        Err(_) => return ProbeOutcome::Failure(format!("timeout: failed to connect service {addr:?} within {secs}s")),
         Ok(Err(e)) => {
-            return ProbeOutcome::Failure(format!("error: failed to connect service at {addr:?}: {}", error_chain(&e)))
+            return ProbeOutcome::Failure(format!(
+                "error: failed to connect service at {addr:?}: {}",
+                error_chain(&e)
+            ))
         }
         Ok(Ok(c)) => c,
     };
-    let request = HealthCheckRequest { service: action.service.clone().unwrap_or_default() };
+    let request = HealthCheckRequest {
+        service: action.service.clone().unwrap_or_default(),
+    };
     let mut client = HealthClient::new(channel);
     match tokio::time::timeout_at(deadline, client.check(request)).await {
         Err(_) => ProbeOutcome::Failure(format!("timeout: health rpc did not complete within {secs}s")),

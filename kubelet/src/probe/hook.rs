@@ -9,9 +9,15 @@ use tokio::time::Instant;
 /// What a lifecycle handler does, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HookAction {
-    Exec { command: Vec<String> },
-    HttpGet { path: String },
-    Sleep { seconds: i64 },
+    Exec {
+        command: Vec<String>,
+    },
+    HttpGet {
+        path: String,
+    },
+    Sleep {
+        seconds: i64,
+    },
     /// No supported action (none set, or the unsupported `tcpSocket`).
     Invalid,
 }
@@ -82,17 +88,28 @@ pub async fn run_hook(
 ) -> Result<(), HookError> {
     if let Some(e) = &handler.exec {
         let command = e.command.clone().unwrap_or_default();
-        let action = HookAction::Exec { command: command.clone() };
-        return exec_hook(command, target, exec, deadline).await.map_err(|(error, output, late)| HookError {
-            action,
-            error,
-            output,
-            deadline_exceeded: late,
-        });
+        let action = HookAction::Exec {
+            command: command.clone(),
+        };
+        return exec_hook(command, target, exec, deadline)
+            .await
+            .map_err(|(error, output, late)| HookError {
+                action,
+                error,
+                output,
+                deadline_exceeded: late,
+            });
     }
     if let Some(h) = &handler.http_get {
-        let action = HookAction::HttpGet { path: h.path.clone().unwrap_or_default() };
-        let fail = |error, late| HookError { action: action.clone(), error, output: None, deadline_exceeded: late };
+        let action = HookAction::HttpGet {
+            path: h.path.clone().unwrap_or_default(),
+        };
+        let fail = |error, late| HookError {
+            action: action.clone(),
+            error,
+            output: None,
+            deadline_exceeded: late,
+        };
         return match tokio::time::timeout_at(deadline, super::http::hook(h, target)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(fail(e, false)),
@@ -118,7 +135,12 @@ pub async fn run_hook(
     } else {
         "invalid handler: no exec, httpGet or sleep action"
     };
-    Err(HookError { action: HookAction::Invalid, error: why.into(), output: None, deadline_exceeded: false })
+    Err(HookError {
+        action: HookAction::Invalid,
+        error: why.into(),
+        output: None,
+        deadline_exceeded: false,
+    })
 }
 
 const LATE: &str = "the deadline passed before the hook finished";

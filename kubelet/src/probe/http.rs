@@ -80,8 +80,8 @@ impl Request {
         for h in action.http_headers.iter().flatten() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| format!("invalid HTTP header name {:?}", h.name))?;
-            let value = HeaderValue::from_str(&h.value)
-                .map_err(|_| format!("invalid value of HTTP header {:?}", h.name))?;
+            let value =
+                HeaderValue::from_str(&h.value).map_err(|_| format!("invalid value of HTTP header {:?}", h.name))?;
             if name == HOST {
                 host_header.get_or_insert(value);
             } else {
@@ -108,7 +108,14 @@ impl Request {
             }
             Some(_) => {}
         }
-        Ok(Request { scheme, dest, path, headers, host_header, http2 })
+        Ok(Request {
+            scheme,
+            dest,
+            path,
+            headers,
+            host_header,
+            http2,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -122,14 +129,22 @@ impl Request {
         let mut next = self.clone();
         let has_scheme = loc.find("://").is_some_and(|i| !loc[..i].contains(['/', '?']));
         if has_scheme || loc.starts_with("//") {
-            let absolute = if has_scheme { loc.to_string() } else { format!("{}:{loc}", self.scheme.as_str()) };
-            let uri: http::Uri = absolute.parse().map_err(|e| format!("bad redirect location {location:?}: {e}"))?;
+            let absolute = if has_scheme {
+                loc.to_string()
+            } else {
+                format!("{}:{loc}", self.scheme.as_str())
+            };
+            let uri: http::Uri = absolute
+                .parse()
+                .map_err(|e| format!("bad redirect location {location:?}: {e}"))?;
             next.scheme = match uri.scheme_str() {
                 Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
                 Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
                 _ => return Err(format!("unsupported protocol scheme in redirect to {location:?}")),
             };
-            let host = uri.host().ok_or_else(|| format!("no host in redirect location {location:?}"))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| format!("no host in redirect location {location:?}"))?;
             next.dest.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
             next.dest.port = uri.port_u16().unwrap_or(match next.scheme {
                 Scheme::Http => 80,
@@ -170,15 +185,22 @@ impl Request {
         };
         let io = TokioIo::new(stream);
         let authority = match &self.host_header {
-            Some(h) => h.to_str().map_err(|_| SendError::Other("Host header is not ASCII".into()))?.to_string(),
+            Some(h) => h
+                .to_str()
+                .map_err(|_| SendError::Other("Host header is not ASCII".into()))?
+                .to_string(),
             None => self.dest.authority(),
         };
         let other = |e: hyper::Error| SendError::Other(error_chain(&e));
         let response = if self.http2 {
             let uri = format!("http://{authority}{}", self.path);
-            let mut req = http::Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| SendError::Other(e.to_string()))?;
+            let mut req = http::Request::get(uri)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| SendError::Other(e.to_string()))?;
             *req.headers_mut() = self.headers.clone();
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(other)?;
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(other)?;
             let _conn = AbortOnDrop(tokio::spawn(async move {
                 let _ = conn.await;
             }));
@@ -189,7 +211,8 @@ impl Request {
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| SendError::Other(e.to_string()))?;
             *req.headers_mut() = self.headers.clone();
-            let host = HeaderValue::from_str(&authority).map_err(|_| SendError::Other(format!("bad host {authority:?}")))?;
+            let host =
+                HeaderValue::from_str(&authority).map_err(|_| SendError::Other(format!("bad host {authority:?}")))?;
             req.headers_mut().insert(HOST, host);
             req.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(other)?;
@@ -231,7 +254,11 @@ pub(crate) struct Response {
 impl Response {
     async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Response {
         let status = resp.status().as_u16();
-        let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut body = resp.into_body();
         let mut buf = Vec::new();
         let body = loop {
@@ -289,20 +316,27 @@ async fn follow(req: Request) -> Result<Response, FollowError> {
     let mut req = req;
     let mut sent = 0;
     loop {
-        let resp = req.send().await.map_err(|error| FollowError { url: req.url(), error })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|error| FollowError { url: req.url(), error })?;
         sent += 1;
         let location = match (&resp.location, resp.status) {
             (Some(l), 301 | 302 | 303 | 307 | 308) => l.clone(),
             _ => return Ok(resp),
         };
-        let next = req
-            .redirect(&location)
-            .map_err(|e| FollowError { url: req.url(), error: SendError::Other(e) })?;
+        let next = req.redirect(&location).map_err(|e| FollowError {
+            url: req.url(),
+            error: SendError::Other(e),
+        })?;
         if next.dest.host != first_host {
             return Ok(resp);
         }
         if sent >= MAX_REDIRECTS {
-            return Err(FollowError { url: next.url(), error: SendError::Other("stopped after 10 redirects".into()) });
+            return Err(FollowError {
+                url: next.url(),
+                error: SendError::Other("stopped after 10 redirects".into()),
+            });
         }
         req = next;
     }
@@ -346,7 +380,10 @@ pub(crate) async fn hook(action: &HTTPGetAction, target: &Target) -> Result<(), 
     let req = Request::new(action, target, "lifecycle")?;
     match follow(req.clone()).await {
         Ok(_) => Ok(()),
-        Err(FollowError { error: SendError::HttpResponseToHttps, url }) => {
+        Err(FollowError {
+            error: SendError::HttpResponseToHttps,
+            url,
+        }) => {
             let mut plain = req;
             plain.scheme = Scheme::Http;
             plain.headers.remove(AUTHORIZATION);
@@ -355,7 +392,11 @@ pub(crate) async fn hook(action: &HTTPGetAction, target: &Target) -> Result<(), 
                     tracing::warn!(%url, "HTTPS lifecycle hook got an HTTP response; retry with HTTP succeeded");
                     Ok(())
                 }
-                Err(_) => Err(FollowError { url, error: SendError::HttpResponseToHttps }.to_string()),
+                Err(_) => Err(FollowError {
+                    url,
+                    error: SendError::HttpResponseToHttps,
+                }
+                .to_string()),
             }
         }
         Err(e) => Err(e.to_string()),
@@ -389,7 +430,9 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())).clone()
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
 }
 
 /// A TLS client configuration that accepts any server certificate (kubelet's probes and hooks
@@ -471,7 +514,10 @@ pub(crate) async fn tls_handshake(
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| TlsError::Other(format!("invalid TLS server name {host:?}: {e}")))?;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sniff = Sniff { inner: tcp, seen: seen.clone() };
+    let sniff = Sniff {
+        inner: tcp,
+        seen: seen.clone(),
+    };
     match tokio_rustls::TlsConnector::from(config).connect(name, sniff).await {
         Ok(s) => Ok(ProbeStream(StreamInner::Tls(Box::new(s)))),
         Err(e) => {
@@ -529,11 +575,18 @@ mod unit {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn target() -> Target {
-        Target { pod_ip: Some("10.1.2.3".parse().unwrap()), ..Default::default() }
+        Target {
+            pod_ip: Some("10.1.2.3".parse().unwrap()),
+            ..Default::default()
+        }
     }
 
     fn action(path: &str) -> HTTPGetAction {
-        HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(8080), ..Default::default() }
+        HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(8080),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -549,11 +602,26 @@ mod unit {
     fn user_headers_override_defaults() {
         let mut a = action("/");
         a.http_headers = Some(vec![
-            HTTPHeader { name: "user-agent".into(), value: "mine".into() },
-            HTTPHeader { name: "Accept".into(), value: "".into() },
-            HTTPHeader { name: "Host".into(), value: "example.test".into() },
-            HTTPHeader { name: "X-A".into(), value: "1".into() },
-            HTTPHeader { name: "X-A".into(), value: "2".into() },
+            HTTPHeader {
+                name: "user-agent".into(),
+                value: "mine".into(),
+            },
+            HTTPHeader {
+                name: "Accept".into(),
+                value: "".into(),
+            },
+            HTTPHeader {
+                name: "Host".into(),
+                value: "example.test".into(),
+            },
+            HTTPHeader {
+                name: "X-A".into(),
+                value: "1".into(),
+            },
+            HTTPHeader {
+                name: "X-A".into(),
+                value: "2".into(),
+            },
         ]);
         let r = Request::new(&a, &target(), "lifecycle").unwrap();
         assert_eq!(r.headers[USER_AGENT], "mine");
@@ -571,9 +639,14 @@ mod unit {
         a.port = IntOrString::String("http".into());
         assert!(Request::new(&a, &target(), "probe").unwrap_err().contains("\"http\""));
         let mut a = action("/");
-        a.http_headers = Some(vec![HTTPHeader { name: "bad name".into(), value: "x".into() }]);
+        a.http_headers = Some(vec![HTTPHeader {
+            name: "bad name".into(),
+            value: "x".into(),
+        }]);
         assert!(Request::new(&a, &target(), "probe").is_err());
-        assert!(Request::new(&action("/"), &Target::default(), "probe").unwrap_err().contains("no IP"));
+        assert!(Request::new(&action("/"), &Target::default(), "probe")
+            .unwrap_err()
+            .contains("no IP"));
     }
 
     #[test]
@@ -589,7 +662,10 @@ mod unit {
         assert_eq!(r.redirect("/c").unwrap().url(), "http://10.1.2.3:8080/c");
         assert_eq!(r.redirect("d").unwrap().url(), "http://10.1.2.3:8080/a/d");
         assert_eq!(r.redirect("?z=2").unwrap().url(), "http://10.1.2.3:8080/a/b?z=2");
-        assert_eq!(r.redirect("https://10.1.2.3/x").unwrap().url(), "https://10.1.2.3:443/x");
+        assert_eq!(
+            r.redirect("https://10.1.2.3/x").unwrap().url(),
+            "https://10.1.2.3:443/x"
+        );
         assert_eq!(r.redirect("//other:81/y").unwrap().url(), "http://other:81/y");
         assert_eq!(r.redirect("http://[fd00::1]:9/").unwrap().url(), "http://[fd00::1]:9/");
         assert!(r.redirect("ftp://h/").is_err());

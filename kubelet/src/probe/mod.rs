@@ -145,9 +145,10 @@ impl ProbeOutcome {
             ProbeOutcome::Success => None,
             ProbeOutcome::Warning(m) => Some(("ProbeWarning", format!("{kind} probe warning: {m}"))),
             ProbeOutcome::Failure(m) => Some(("Unhealthy", format!("{kind} probe failed: {m}"))),
-            ProbeOutcome::Unknown(m) => {
-                Some(("Unhealthy", format!("{kind} probe errored and resulted in unknown state: {m}")))
-            }
+            ProbeOutcome::Unknown(m) => Some((
+                "Unhealthy",
+                format!("{kind} probe errored and resulted in unknown state: {m}"),
+            )),
         }
     }
 }
@@ -176,10 +177,17 @@ pub struct ProbeTiming {
 
 impl ProbeTiming {
     pub fn of(probe: &Probe) -> ProbeTiming {
-        let pos = |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0).unwrap_or(default);
+        let pos = |v: Option<i32>, default: u32| {
+            v.and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
         ProbeTiming {
             initial_delay: Duration::from_secs(
-                probe.initial_delay_seconds.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+                probe
+                    .initial_delay_seconds
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(0),
             ),
             period: Duration::from_secs(pos(probe.period_seconds, 10).into()),
             timeout: Duration::from_secs(pos(probe.timeout_seconds, 1).into()),

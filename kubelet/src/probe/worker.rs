@@ -90,7 +90,11 @@ pub enum ProbeEvent {
         termination_grace_period_seconds: Option<i64>,
     },
     /// An attempt that failed, errored or passed with a warning.
-    Attempt { kind: ProbeKind, container_id: String, outcome: ProbeOutcome },
+    Attempt {
+        kind: ProbeKind,
+        container_id: String,
+        outcome: ProbeOutcome,
+    },
 }
 
 impl ProbeEvent {
@@ -147,7 +151,14 @@ pub fn spawn_worker(
     started_at: SystemTime,
 ) -> ProbeWorker {
     let trigger = Arc::new(Notify::new());
-    let worker = Worker { kind, probe, target, exec, tx, trigger: trigger.clone() };
+    let worker = Worker {
+        kind,
+        probe,
+        target,
+        exec,
+        tx,
+        trigger: trigger.clone(),
+    };
     let task = tokio::spawn(worker.run(started_at));
     ProbeWorker { kind, task, trigger }
 }

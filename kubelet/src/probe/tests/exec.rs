@@ -3,13 +3,23 @@ use super::*;
 #[tokio::test]
 async fn exit_codes() {
     let exec = FakeExec::default();
-    assert_eq!(probe_once(&exec_probe(&["exit", "0"]), &local_target(), &exec).await, ProbeOutcome::Success);
+    assert_eq!(
+        probe_once(&exec_probe(&["exit", "0"]), &local_target(), &exec).await,
+        ProbeOutcome::Success
+    );
     let outcome = probe_once(&exec_probe(&["exit", "1", "not ", "ready"]), &local_target(), &exec).await;
     assert_eq!(outcome, ProbeOutcome::Failure("not ready".into()));
-    assert_eq!(outcome.event(ProbeKind::Liveness).unwrap(), ("Unhealthy", "Liveness probe failed: not ready".into()));
+    assert_eq!(
+        outcome.event(ProbeKind::Liveness).unwrap(),
+        ("Unhealthy", "Liveness probe failed: not ready".into())
+    );
     let calls = exec.calls.lock().unwrap();
     assert_eq!(calls[0].0, "c1");
-    assert_eq!(calls[0].2, Duration::from_secs(1), "the default timeoutSeconds is passed on");
+    assert_eq!(
+        calls[0].2,
+        Duration::from_secs(1),
+        "the default timeoutSeconds is passed on"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -22,7 +32,10 @@ async fn timeouts_fail() {
     assert_eq!(exec.calls.lock().unwrap()[0].2, Duration::from_secs(5));
     // The runner reporting the timeout itself.
     let outcome = probe_once(&exec_probe(&["timedout", "x"]), &local_target(), &exec).await;
-    assert_eq!(outcome, ProbeOutcome::Failure("command \"timedout x\" timed out".into()));
+    assert_eq!(
+        outcome,
+        ProbeOutcome::Failure("command \"timedout x\" timed out".into())
+    );
 }
 
 #[tokio::test]
@@ -36,6 +49,11 @@ async fn runner_errors_are_unknown() {
 #[tokio::test]
 async fn output_is_cut_at_10k() {
     let big = "x".repeat(20_000);
-    let outcome = probe_once(&exec_probe(&["exit", "2", &big, "tail"]), &local_target(), &FakeExec::default()).await;
+    let outcome = probe_once(
+        &exec_probe(&["exit", "2", &big, "tail"]),
+        &local_target(),
+        &FakeExec::default(),
+    )
+    .await;
     assert_eq!(failure_message(&outcome).len(), 10 * 1024);
 }

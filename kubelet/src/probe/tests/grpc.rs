@@ -15,7 +15,10 @@ async fn health_check_statuses() {
     );
     let unknown = check(Some("berth.Nope")).await;
     let msg = failure_message(&unknown);
-    assert!(msg.starts_with("error: health rpc probe failed: rpc error: code = NotFound"), "{msg}");
+    assert!(
+        msg.starts_with("error: health rpc probe failed: rpc error: code = NotFound"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -23,7 +26,10 @@ async fn closed_port_fails_to_connect() {
     let port = closed_port().await;
     let outcome = probe_once(&grpc_probe(port, None), &local_target(), &NoExec).await;
     let msg = failure_message(&outcome);
-    assert!(msg.starts_with(&format!("error: failed to connect service at \"127.0.0.1:{port}\"")), "{msg}");
+    assert!(
+        msg.starts_with(&format!("error: failed to connect service at \"127.0.0.1:{port}\"")),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -32,9 +38,15 @@ async fn tls_mode() {
     let server = GrpcServer::on(listener, Some(tls_acceptor(&[b"h2"]))).await;
     let mut probe = grpc_probe(server.port, Some("berth.Up"));
     probe.grpc.as_mut().unwrap().mode = Some("TLS".into());
-    assert_eq!(probe_once(&probe, &local_target(), &NoExec).await, ProbeOutcome::Success);
+    assert_eq!(
+        probe_once(&probe, &local_target(), &NoExec).await,
+        ProbeOutcome::Success
+    );
     // Plaintext against a TLS server fails.
     probe.grpc.as_mut().unwrap().mode = Some("Plaintext".into());
     probe.timeout_seconds = Some(1);
-    assert!(matches!(probe_once(&probe, &local_target(), &NoExec).await, ProbeOutcome::Failure(_)));
+    assert!(matches!(
+        probe_once(&probe, &local_target(), &NoExec).await,
+        ProbeOutcome::Failure(_)
+    ));
 }

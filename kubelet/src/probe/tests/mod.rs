@@ -28,8 +28,11 @@ use tokio::time::Instant;
 #[derive(Default)]
 pub(super) struct FakeExec {
     script: Mutex<VecDeque<Reply>>,
-    pub calls: Mutex<Vec<(String, Vec<String>, Duration, Instant)>>,
+    pub calls: Mutex<Vec<Call>>,
 }
+
+/// (container ID, command, timeout, when).
+pub(super) type Call = (String, Vec<String>, Duration, Instant);
 
 #[derive(Clone, Debug)]
 pub(super) enum Reply {
@@ -39,7 +42,10 @@ pub(super) enum Reply {
 
 impl FakeExec {
     pub fn scripted(replies: &[Reply]) -> Arc<FakeExec> {
-        Arc::new(FakeExec { script: Mutex::new(replies.iter().cloned().collect()), ..Default::default() })
+        Arc::new(FakeExec {
+            script: Mutex::new(replies.iter().cloned().collect()),
+            ..Default::default()
+        })
     }
 
     pub fn calls(&self) -> usize {
@@ -54,7 +60,10 @@ impl ExecRunner for FakeExec {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> futures::future::BoxFuture<'_, anyhow::Result<ExecOutput>> {
-        self.calls.lock().unwrap().push((container_id.to_string(), cmd.clone(), timeout, Instant::now()));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((container_id.to_string(), cmd.clone(), timeout, Instant::now()));
         let container_id = container_id.to_string();
         Box::pin(async move {
             let arg = |i: usize| cmd.get(i).cloned().unwrap_or_default();
@@ -77,7 +86,11 @@ impl ExecRunner for FakeExec {
                         }
                     };
                     match reply.unwrap_or(Reply::Exit(0)) {
-                        Reply::Exit(code) => Ok(ExecOutput { exit_code: code, stdout: b"out".to_vec(), stderr: vec![] }),
+                        Reply::Exit(code) => Ok(ExecOutput {
+                            exit_code: code,
+                            stdout: b"out".to_vec(),
+                            stderr: vec![],
+                        }),
                         Reply::Error => anyhow::bail!("runtime error"),
                     }
                 }
@@ -91,7 +104,12 @@ impl ExecRunner for FakeExec {
 pub(super) struct NoExec;
 
 impl ExecRunner for NoExec {
-    fn exec_sync(&self, _: &str, cmd: Vec<String>, _: Duration) -> futures::future::BoxFuture<'_, anyhow::Result<ExecOutput>> {
+    fn exec_sync(
+        &self,
+        _: &str,
+        cmd: Vec<String>,
+        _: Duration,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<ExecOutput>> {
         Box::pin(async move { anyhow::bail!("unexpected exec of {cmd:?}") })
     }
 }
@@ -100,37 +118,63 @@ impl ExecRunner for NoExec {
 
 pub(super) fn exec_probe(cmd: &[&str]) -> Probe {
     Probe {
-        exec: Some(ExecAction { command: Some(cmd.iter().map(|s| s.to_string()).collect()) }),
+        exec: Some(ExecAction {
+            command: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        }),
         ..Default::default()
     }
 }
 
 pub(super) fn http_action(port: u16, path: &str) -> HTTPGetAction {
-    HTTPGetAction { port: IntOrString::Int(port.into()), path: Some(path.into()), ..Default::default() }
+    HTTPGetAction {
+        port: IntOrString::Int(port.into()),
+        path: Some(path.into()),
+        ..Default::default()
+    }
 }
 
 pub(super) fn http_probe(action: HTTPGetAction) -> Probe {
-    Probe { http_get: Some(action), ..Default::default() }
+    Probe {
+        http_get: Some(action),
+        ..Default::default()
+    }
 }
 
 pub(super) fn tcp_probe(port: u16) -> Probe {
-    Probe { tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.into()), host: None }), ..Default::default() }
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port.into()),
+            host: None,
+        }),
+        ..Default::default()
+    }
 }
 
 pub(super) fn grpc_probe(port: u16, service: Option<&str>) -> Probe {
     Probe {
-        grpc: Some(GRPCAction { port: port.into(), service: service.map(str::to_string), mode: None }),
+        grpc: Some(GRPCAction {
+            port: port.into(),
+            service: service.map(str::to_string),
+            mode: None,
+        }),
         ..Default::default()
     }
 }
 
 pub(super) fn header(name: &str, value: &str) -> HTTPHeader {
-    HTTPHeader { name: name.into(), value: value.into() }
+    HTTPHeader {
+        name: name.into(),
+        value: value.into(),
+    }
 }
 
 /// A target whose pod IP is 127.0.0.1 (probed from the host).
 pub(super) fn local_target() -> Target {
-    Target { pod_ip: Some("127.0.0.1".parse().unwrap()), container_id: "c1".into(), ..Default::default() }
+    Target {
+        pod_ip: Some("127.0.0.1".parse().unwrap()),
+        container_id: "c1".into(),
+        ..Default::default()
+    }
 }
 
 pub(super) fn failure_message(outcome: &ProbeOutcome) -> &str {
@@ -178,7 +222,9 @@ impl HttpServer {
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let seen = seen2.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
@@ -209,7 +255,11 @@ impl HttpServer {
 }
 
 async fn route(req: hyper::Request<hyper::body::Incoming>, seen: &Mutex<Vec<Seen>>) -> hyper::Response<Full<Bytes>> {
-    seen.lock().unwrap().push(Seen { version: req.version(), uri: req.uri().clone(), headers: req.headers().clone() });
+    seen.lock().unwrap().push(Seen {
+        version: req.version(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+    });
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let reply = |status: u16, location: Option<&str>, body: &str| {
@@ -240,15 +290,32 @@ pub(super) fn tls_acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
         .args(["-subj", "/CN=berth-probe-test", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("run openssl (package openssl)");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert).unwrap().map(|c| c.unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
     let key = PrivateKeyDer::from_pem_file(&key).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -285,11 +352,15 @@ impl GrpcServer {
         let port = listener.local_addr().unwrap().port();
         let (reporter, service) = tonic_health::server::health_reporter();
         reporter.set_service_status("berth.Up", ServingStatus::Serving).await;
-        reporter.set_service_status("berth.Down", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("berth.Down", ServingStatus::NotServing)
+            .await;
         let router = tonic::transport::Server::builder().add_service(service);
         let task = match tls {
             None => tokio::spawn(async move {
-                let _ = router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await;
+                let _ = router
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await;
             }),
             Some(acceptor) => {
                 let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsConn>>(4);
@@ -341,7 +412,10 @@ impl tokio::io::AsyncWrite for TlsConn {
     ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
     fn poll_shutdown(

@@ -4,7 +4,10 @@ use super::*;
 async fn open_port_passes_and_closed_port_fails() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    assert_eq!(probe_once(&tcp_probe(port), &local_target(), &NoExec).await, ProbeOutcome::Success);
+    assert_eq!(
+        probe_once(&tcp_probe(port), &local_target(), &NoExec).await,
+        ProbeOutcome::Success
+    );
     drop(listener);
     let outcome = probe_once(&tcp_probe(port), &local_target(), &NoExec).await;
     let msg = failure_message(&outcome);
@@ -17,15 +20,24 @@ async fn explicit_host_and_named_port() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     // No pod IP: the explicit host is used.
-    let target = Target { ports: [("db".to_string(), port)].into(), ..Default::default() };
+    let target = Target {
+        ports: [("db".to_string(), port)].into(),
+        ..Default::default()
+    };
     let probe = Probe {
-        tcp_socket: Some(TCPSocketAction { host: Some("127.0.0.1".into()), port: IntOrString::String("db".into()) }),
+        tcp_socket: Some(TCPSocketAction {
+            host: Some("127.0.0.1".into()),
+            port: IntOrString::String("db".into()),
+        }),
         ..Default::default()
     };
     assert_eq!(probe_once(&probe, &target, &NoExec).await, ProbeOutcome::Success);
     // No host, no pod IP, no network namespace: nothing to connect to.
     let outcome = probe_once(&tcp_probe(port), &target, &NoExec).await;
-    assert!(matches!(&outcome, ProbeOutcome::Unknown(m) if m.contains("no IP")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, ProbeOutcome::Unknown(m) if m.contains("no IP")),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -34,7 +46,10 @@ async fn no_handler_and_bad_ports_are_errors() {
     assert_eq!(outcome, ProbeOutcome::Unknown("missing probe handler".into()));
     for port in [0, 70000, -1] {
         let probe = Probe {
-            tcp_socket: Some(TCPSocketAction { host: None, port: IntOrString::Int(port) }),
+            tcp_socket: Some(TCPSocketAction {
+                host: None,
+                port: IntOrString::Int(port),
+            }),
             ..Default::default()
         };
         let outcome = probe_once(&probe, &local_target(), &NoExec).await;

@@ -47,7 +47,18 @@ fn results(events: &[ProbeEvent]) -> Vec<ProbeResult> {
 }
 
 fn failed_attempts(events: &[ProbeEvent]) -> usize {
-    events.iter().filter(|e| matches!(e, ProbeEvent::Attempt { outcome: ProbeOutcome::Failure(_), .. })).count()
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ProbeEvent::Attempt {
+                    outcome: ProbeOutcome::Failure(_),
+                    ..
+                }
+            )
+        })
+        .count()
 }
 
 use ProbeResult::{Failure as F, Success as S, Unknown as U};
@@ -63,8 +74,17 @@ async fn readiness_follows_thresholds() {
     assert_eq!(failed_attempts(&events), 3);
     assert_eq!(exec.calls(), 8);
     match &events[0] {
-        ProbeEvent::Changed { kind, container_id, message, termination_grace_period_seconds, .. } => {
-            assert_eq!((*kind, container_id.as_str(), message.as_str()), (ProbeKind::Readiness, "c1", ""));
+        ProbeEvent::Changed {
+            kind,
+            container_id,
+            message,
+            termination_grace_period_seconds,
+            ..
+        } => {
+            assert_eq!(
+                (*kind, container_id.as_str(), message.as_str()),
+                (ProbeKind::Readiness, "c1", "")
+            );
             assert_eq!(*termination_grace_period_seconds, Some(7));
         }
         other => panic!("first event {other:?}"),
@@ -123,32 +143,58 @@ async fn errors_are_retried_then_ignored() {
     let unknown: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            ProbeEvent::Attempt { outcome: o @ ProbeOutcome::Unknown(_), .. } => Some(o.event(ProbeKind::Liveness).unwrap().1),
+            ProbeEvent::Attempt {
+                outcome: o @ ProbeOutcome::Unknown(_),
+                ..
+            } => Some(o.event(ProbeKind::Liveness).unwrap().1),
             _ => None,
         })
         .collect();
-    assert_eq!(unknown, ["Liveness probe errored and resulted in unknown state: runtime error"]);
+    assert_eq!(
+        unknown,
+        ["Liveness probe errored and resulted in unknown state: runtime error"]
+    );
     assert_eq!(exec.calls(), 5);
 }
 
 #[tokio::test(start_paused = true)]
 async fn initial_delay_and_period() {
     let exec = FakeExec::scripted(&[Exit(1)]);
-    let probe = Probe { initial_delay_seconds: Some(30), ..scripted_probe(10, 1, 3) };
+    let probe = Probe {
+        initial_delay_seconds: Some(30),
+        ..scripted_probe(10, 1, 3)
+    };
     let start = Instant::now();
     let (events, ended) = run(ProbeKind::Liveness, probe, exec.clone(), 10).await;
     assert!(ended);
     assert_eq!(results(&events), [S, F]);
     let at: Vec<Duration> = exec.calls.lock().unwrap().iter().map(|c| c.3 - start).collect();
-    assert_eq!(at, [Duration::from_secs(30), Duration::from_secs(40), Duration::from_secs(50)]);
+    assert_eq!(
+        at,
+        [
+            Duration::from_secs(30),
+            Duration::from_secs(40),
+            Duration::from_secs(50)
+        ]
+    );
 
     // The delay counts from the container's start, not from the worker's.
     let exec = FakeExec::scripted(&[Exit(0)]);
-    let probe = Probe { initial_delay_seconds: Some(30), ..scripted_probe(10, 1, 3) };
+    let probe = Probe {
+        initial_delay_seconds: Some(30),
+        ..scripted_probe(10, 1, 3)
+    };
     let (tx, mut rx) = mpsc::channel(16);
     let started = SystemTime::now() - Duration::from_secs(3600);
     let start = Instant::now();
-    let _worker = spawn_worker(ProbeKind::Readiness, probe, Arc::new(local_target()), exec.clone(), tx, started);
+    let _worker = spawn_worker(
+        ProbeKind::Readiness,
+        probe,
+        Arc::new(local_target()),
+        exec.clone(),
+        tx,
+        started,
+    );
     assert!(matches!(rx.recv().await, Some(ProbeEvent::Changed { result: F, .. })));
     assert!(matches!(rx.recv().await, Some(ProbeEvent::Changed { result: S, .. })));
     assert_eq!(exec.calls.lock().unwrap()[0].3, start);
@@ -156,7 +202,11 @@ async fn initial_delay_and_period() {
 
 #[tokio::test(start_paused = true)]
 async fn exec_timeout_counts_as_failure() {
-    let probe = Probe { timeout_seconds: Some(3), failure_threshold: Some(1), ..exec_probe(&["hang"]) };
+    let probe = Probe {
+        timeout_seconds: Some(3),
+        failure_threshold: Some(1),
+        ..exec_probe(&["hang"])
+    };
     let (events, ended) = run(ProbeKind::Liveness, probe, Arc::new(FakeExec::default()), 10).await;
     assert!(ended);
     assert_eq!(results(&events), [S, F]);
@@ -170,9 +220,19 @@ async fn exec_timeout_counts_as_failure() {
 #[tokio::test(start_paused = true)]
 async fn trigger_probes_now_and_drop_stops() {
     let exec = FakeExec::scripted(&[Exit(0)]);
-    let probe = Probe { period_seconds: Some(3600), ..exec_probe(&["script"]) };
+    let probe = Probe {
+        period_seconds: Some(3600),
+        ..exec_probe(&["script"])
+    };
     let (tx, mut rx) = mpsc::channel(16);
-    let worker = spawn_worker(ProbeKind::Readiness, probe, Arc::new(local_target()), exec.clone(), tx, SystemTime::now());
+    let worker = spawn_worker(
+        ProbeKind::Readiness,
+        probe,
+        Arc::new(local_target()),
+        exec.clone(),
+        tx,
+        SystemTime::now(),
+    );
     assert!(matches!(rx.recv().await, Some(ProbeEvent::Changed { result: F, .. })));
     assert!(matches!(rx.recv().await, Some(ProbeEvent::Changed { result: S, .. })));
     let start = Instant::now();
