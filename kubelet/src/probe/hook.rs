@@ -77,7 +77,9 @@ impl fmt::Display for HookAction {
 }
 
 /// Runs a lifecycle handler in `target`'s container and waits for it, at most until `deadline`
-/// (for preStop: the end of the grace period; the caller sends the stop signal afterwards).
+/// (for preStop: the end of the grace period; the caller sends the stop signal afterwards;
+/// kubelet puts no limit on postStart, so pass a distant deadline there). `deadline` is on
+/// Tokio's clock (`tokio::time::Instant::now() + grace`).
 /// `exec` fails on a non-zero exit code; `httpGet` succeeds on any HTTP response, like kubelet;
 /// `sleep` waits its seconds, cut short by the deadline.
 pub async fn run_hook(

@@ -514,10 +514,7 @@ pub(crate) async fn tls_handshake(
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| TlsError::Other(format!("invalid TLS server name {host:?}: {e}")))?;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sniff = Sniff {
-        inner: tcp,
-        seen: seen.clone(),
-    };
+    let sniff = Sniff { inner: tcp, seen: seen.clone(), full: false };
     match tokio_rustls::TlsConnector::from(config).connect(name, sniff).await {
         Ok(s) => Ok(ProbeStream(StreamInner::Tls(Box::new(s)))),
         Err(e) => {
@@ -534,6 +531,7 @@ pub(crate) async fn tls_handshake(
 pub(crate) struct Sniff<S> {
     inner: S,
     seen: Arc<Mutex<Vec<u8>>>,
+    full: bool,
 }
 
 const SNIFF_LEN: usize = 5;
@@ -543,11 +541,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Ok(mut seen) = this.seen.lock() {
-            if seen.len() < SNIFF_LEN {
+        if !this.full {
+            if let Ok(mut seen) = this.seen.lock() {
                 let new = &buf.filled()[before..];
-                let take = new.len().min(SNIFF_LEN - seen.len());
+                let take = new.len().min(SNIFF_LEN.saturating_sub(seen.len()));
                 seen.extend_from_slice(&new[..take]);
+                this.full = seen.len() >= SNIFF_LEN;
             }
         }
         res
