@@ -514,7 +514,11 @@ pub(crate) async fn tls_handshake(
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| TlsError::Other(format!("invalid TLS server name {host:?}: {e}")))?;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sniff = Sniff { inner: tcp, seen: seen.clone(), full: false };
+    let sniff = Sniff {
+        inner: tcp,
+        seen: seen.clone(),
+        full: false,
+    };
     match tokio_rustls::TlsConnector::from(config).connect(name, sniff).await {
         Ok(s) => Ok(ProbeStream(StreamInner::Tls(Box::new(s)))),
         Err(e) => {

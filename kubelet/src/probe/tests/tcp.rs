@@ -56,3 +56,29 @@ async fn no_handler_and_bad_ports_are_errors() {
         assert_eq!(outcome, ProbeOutcome::Unknown(format!("invalid port number: {port}")));
     }
 }
+
+#[test]
+fn named_ports_of_a_container() {
+    use k8s_openapi::api::core::v1::{Container, ContainerPort};
+    let port = |name: Option<&str>, n| ContainerPort {
+        name: name.map(str::to_string),
+        container_port: n,
+        ..Default::default()
+    };
+    let c = Container {
+        ports: Some(vec![
+            port(Some("web"), 8080),
+            port(None, 9000),
+            port(Some("bad"), 70000),
+        ]),
+        ..Default::default()
+    };
+    let ports = Target::named_ports(&c);
+    assert_eq!(ports, [("web".to_string(), 8080)].into());
+    let target = Target {
+        ports,
+        ..Default::default()
+    };
+    assert_eq!(target.resolve_port(&IntOrString::String("web".into())), Ok(8080));
+    assert_eq!(target.resolve_port(&IntOrString::Int(443)), Ok(443));
+}
