@@ -658,3 +658,80 @@ spec:
     let st = s.interrupt();
     assert!(st.success());
 }
+
+#[test]
+fn http_and_tcp_probes_and_http_hooks() {
+    let mut s = Standalone::new();
+    let host = tempfile::tempdir().unwrap();
+    // A CGI script records each hook request in a host directory.
+    let setup = r#"
+      mkdir -p /www/cgi-bin && echo hi > /www/index.html
+      cat > /www/cgi-bin/mark <<'EOF'
+      #!/bin/sh
+      echo "$QUERY_STRING" >> /host/marks
+      echo Content-Type: text/plain
+      echo
+      echo ok
+      EOF
+      sed -i 's/^      //' /www/cgi-bin/mark
+      chmod +x /www/cgi-bin/mark
+      exec httpd -f -v -p 8081 -h /www"#;
+    let m = s.write(
+        "http.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: webp}}
+spec:
+  terminationGracePeriodSeconds: 3
+  initContainers:
+  # A sidecar that records hook requests; the app starts once it listens.
+  - name: hooks
+    image: {IMG}
+    restartPolicy: Always
+    command:
+    - sh
+    - -c
+    - |{setup}
+    startupProbe:
+      tcpSocket: {{port: 8081}}
+      periodSeconds: 1
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  containers:
+  - name: web
+    image: {IMG}
+    command: ["sh", "-c", "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -v -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}, {{name: hooks, containerPort: 8081}}]
+    readinessProbe:
+      httpGet: {{path: /ready, port: http, httpHeaders: [{{name: X-Probe, value: berth}}]}}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {{port: 8080}}
+      periodSeconds: 1
+    lifecycle:
+      postStart: {{httpGet: {{path: "/cgi-bin/mark?poststart", port: 8081}}}}
+      preStop: {{httpGet: {{path: "/cgi-bin/mark?prestop", port: hooks}}}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes:
+  - name: host
+    hostPath: {{path: {}}}
+"#,
+            host.path().display()
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    let p = s.wait_pod("webp", "running", 60, |p| container(p, "web")["state"]["running"].is_object());
+    // /ready is missing: 404 keeps the pod unready, and says so.
+    assert_eq!(condition(&p, "Ready"), "False");
+    s.wait_pod("webp", "an Unhealthy event", 30, |_| s.berth_ok(&["describe", "pod", "webp"]).contains("Readiness probe failed: HTTP probe failed with statuscode: 404"));
+    s.berth_ok(&["exec", "webp", "--", "touch", "/www/ready"]);
+    let p = s.wait_pod("webp", "ready", 30, |p| condition(p, "Ready") == "True");
+    // The tcp liveness probe passes all along.
+    assert_eq!(container(&p, "web")["restartCount"], 0);
+    assert_eq!(std::fs::read_to_string(host.path().join("marks")).unwrap(), "poststart\n");
+    let out = s.berth_ok(&["delete", "pod", "webp"]);
+    assert!(out.contains("deleted"));
+    assert_eq!(std::fs::read_to_string(host.path().join("marks")).unwrap(), "poststart\nprestop\n");
+    s.assert_clean();
+}

@@ -1,143 +1,72 @@
-//! The engine's side of probes and lifecycle hooks.
+//! The engine's side of probes and lifecycle hooks: targets built from the
+//! pod and its sandbox, and command execution over CRI `ExecSync`.
 
 use super::Shared;
+use crate::probe::{self, ExecOutput, ExecRunner, ExecTimedOut};
 use cri_proto::v1 as cri;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeKind {
-    Startup,
-    Liveness,
-    Readiness,
-}
+pub use crate::probe::{ProbeEvent, ProbeKind, ProbeResult, ProbeWorker as Handle, Target};
 
-impl ProbeKind {
-    pub fn title(self) -> &'static str {
-        match self {
-            ProbeKind::Startup => "Startup",
-            ProbeKind::Liveness => "Liveness",
-            ProbeKind::Readiness => "Readiness",
-        }
+/// Runs commands in containers through the CRI.
+pub struct CriExec(pub super::cri::Cri);
+
+impl ExecRunner for CriExec {
+    fn exec_sync(&self, container_id: &str, cmd: Vec<String>, timeout: Duration) -> BoxFuture<'_, anyhow::Result<ExecOutput>> {
+        let mut rt = self.0.runtime.clone();
+        let req = cri::ExecSyncRequest { container_id: container_id.to_string(), cmd, timeout: timeout.as_secs_f64().ceil() as i64 };
+        Box::pin(async move {
+            match rt.exec_sync(req).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    Ok(ExecOutput { exit_code: r.exit_code, stdout: r.stdout, stderr: r.stderr })
+                }
+                Err(e) if e.code() == tonic::Code::DeadlineExceeded => Err(anyhow::Error::new(ExecTimedOut)),
+                Err(e) => Err(anyhow::anyhow!("{}", e.message())),
+            }
+        })
     }
 }
 
-/// A probe result change for the pod worker.
-#[derive(Debug)]
-pub struct ProbeResult {
-    pub container: String,
-    pub container_id: String,
-    pub kind: ProbeKind,
-    pub success: bool,
-    /// The result after thresholds: `Some(false)` once failureThreshold
-    /// failures in a row were seen, `Some(true)` after successThreshold
-    /// successes.
-    pub state: Option<bool>,
-    pub message: String,
-    /// The probe's own terminationGracePeriodSeconds.
-    pub grace: Option<i64>,
-}
-
-/// Where probes and hooks reach the container.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub container_id: String,
-    pub pod_ip: Option<String>,
-    pub ports: Vec<(String, i32)>,
-}
-
-impl Target {
-    pub fn new(_pod: &Pod, c: &Container, container_id: &str, pod_ip: Option<String>, _sandbox: Option<&cri::PodSandboxStatus>) -> Target {
-        let ports = c.ports.iter().flatten().filter_map(|p| p.name.clone().map(|n| (n, p.container_port))).collect();
-        Target { container_id: container_id.to_string(), pod_ip, ports }
+/// Where a container's probes and hooks go.
+pub fn target(pod: &Pod, c: &Container, container_id: &str, pod_ip: Option<&str>, netns: Option<PathBuf>) -> Target {
+    Target {
+        pod_ip: pod_ip.and_then(|ip| ip.parse().ok()),
+        netns,
+        container_id: container_id.to_string(),
+        ports: Target::named_ports(c),
+        host_network: super::spec::host_network(pod),
     }
 }
 
-/// A running probe worker; dropping it stops the probe.
-pub struct Handle(tokio::task::JoinHandle<()>);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Runs a lifecycle hook to completion or the deadline; the error is the
+/// event message kubelet would record.
+pub async fn run_hook(shared: &Shared, h: &LifecycleHandler, t: &Target, c: &Container, pod: &Pod, deadline: Instant) -> Result<(), String> {
+    let exec = CriExec(shared.cri.clone());
+    let deadline = tokio::time::Instant::from_std(deadline);
+    probe::run_hook(h, t, &exec, deadline).await.map_err(|e| e.event_message(&c.name, super::spec::pod_name(pod)))
 }
 
-async fn exec(shared: &Shared, id: &str, cmd: Vec<String>, timeout: Duration) -> Result<(i32, String), String> {
+/// Starts a probe worker for a container that started at `started_at`.
+pub fn spawn(shared: &Shared, kind: ProbeKind, p: Probe, t: Target, started_at: SystemTime, tx: mpsc::Sender<ProbeEvent>) -> Handle {
+    let exec: Arc<dyn ExecRunner> = Arc::new(CriExec(shared.cri.clone()));
+    probe::spawn_worker(kind, p, Arc::new(t), exec, tx, started_at)
+}
+
+/// The network namespace of a sandbox, from its verbose status (`pid` of
+/// the pause process, as Berth and containerd report it).
+pub async fn sandbox_netns(shared: &Shared, sandbox_id: &str) -> Option<PathBuf> {
     let mut rt = shared.cri.runtime.clone();
-    let r = rt
-        .exec_sync(cri::ExecSyncRequest { container_id: id.to_string(), cmd, timeout: timeout.as_secs().max(1) as i64 })
-        .await
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&r.stderr));
-    Ok((r.exit_code, out))
-}
-
-/// Runs a lifecycle hook to completion or the deadline.
-pub async fn run_hook(shared: &Shared, h: &LifecycleHandler, t: &Target, deadline: Instant) -> Result<(), String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if let Some(e) = &h.exec {
-        let cmd = e.command.clone().unwrap_or_default();
-        return match tokio::time::timeout(left, exec(shared, &t.container_id, cmd.clone(), left)).await {
-            Err(_) => Err(format!("Exec lifecycle hook ({cmd:?}) for Container \"{}\" timed out", t.container_id)),
-            Ok(Err(e)) => Err(format!("Exec lifecycle hook ({cmd:?}) failed: {e}")),
-            Ok(Ok((0, _))) => Ok(()),
-            Ok(Ok((code, out))) => Err(format!("Exec lifecycle hook ({cmd:?}) failed - error: command '{}' exited with {code}: {out}", cmd.join(" "))),
-        };
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.to_string(), verbose: true }).await.ok()?.into_inner();
+    let info: serde_json::Value = serde_json::from_str(st.info.get("info")?).ok()?;
+    if let Some(p) = info.pointer("/record/netns").and_then(|v| v.as_str()).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
     }
-    if let Some(s) = &h.sleep {
-        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(left)).await;
-        return Ok(());
-    }
-    Err("unsupported lifecycle handler".into())
-}
-
-/// Starts a probe worker.
-pub fn spawn(shared: Arc<Shared>, kind: ProbeKind, name: &str, p: Probe, t: Target, tx: mpsc::UnboundedSender<ProbeResult>) -> Handle {
-    let name = name.to_string();
-    Handle(tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64)).await;
-        let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
-        let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
-        let (succ_th, fail_th) = (p.success_threshold.unwrap_or(1).max(1), p.failure_threshold.unwrap_or(3).max(1));
-        let (mut succ, mut fail) = (0, 0);
-        let mut last: Option<bool> = None;
-        loop {
-            let (ok, msg) = match &p.exec {
-                Some(e) => match exec(&shared, &t.container_id, e.command.clone().unwrap_or_default(), timeout).await {
-                    Ok((0, _)) => (true, String::new()),
-                    Ok((_, out)) => (false, out),
-                    Err(e) => (false, e),
-                },
-                None => (false, "unsupported probe handler".into()),
-            };
-            if ok {
-                succ += 1;
-                fail = 0;
-            } else {
-                fail += 1;
-                succ = 0;
-            }
-            let state = if succ >= succ_th { Some(true) } else if fail >= fail_th { Some(false) } else { last };
-            if !ok || state != last {
-                let _ = tx.send(ProbeResult {
-                    container: name.clone(),
-                    container_id: t.container_id.clone(),
-                    kind,
-                    success: ok,
-                    state,
-                    message: msg,
-                    grace: p.termination_grace_period_seconds,
-                });
-            }
-            last = state;
-            if kind == ProbeKind::Startup && state == Some(true) {
-                return;
-            }
-            tokio::time::sleep(period).await;
-        }
-    }))
+    let pid = info.get("pid")?.as_u64().filter(|p| *p > 0)?;
+    Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
 }

@@ -5,7 +5,7 @@
 use super::backoff::Backoff;
 use super::env::{self, PodFacts};
 use super::events::Involved;
-use super::probing::{self, ProbeKind, ProbeResult};
+use super::probing::{self, ProbeEvent, ProbeKind, ProbeResult};
 use super::spec::{self, ContainerInputs};
 use super::status;
 use super::Shared;
@@ -66,9 +66,9 @@ pub struct ContainerTrack {
 }
 
 /// Probe results of the current container of each name.
-#[derive(Default)]
 pub struct ProbeState {
     pub container_id: String,
+    pub started_at: std::time::SystemTime,
     pub ready: bool,
     pub started: bool,
     pub handles: Vec<probing::Handle>,
@@ -85,7 +85,9 @@ pub struct Worker {
     pub init_failed: bool,
     pub terminating: bool,
     pub status_tx: watch::Sender<Pod>,
-    probe_tx: mpsc::UnboundedSender<ProbeResult>,
+    probe_tx: mpsc::Sender<ProbeEvent>,
+    /// The sandbox's network namespace, for probes and hooks.
+    netns: Option<(String, Option<std::path::PathBuf>)>,
 }
 
 /// The pod's restart policy.
@@ -114,7 +116,7 @@ impl Worker {
     pub fn spawn(shared: Arc<Shared>, pod: Pod) -> (mpsc::UnboundedSender<Msg>, watch::Receiver<Pod>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(pod.clone());
-        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (probe_tx, probe_rx) = mpsc::channel(64);
         let w = Worker {
             shared,
             pod,
@@ -127,12 +129,13 @@ impl Worker {
             terminating: false,
             status_tx,
             probe_tx,
+            netns: None,
         };
         tokio::spawn(w.run(rx, probe_rx));
         (tx, status_rx)
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut probe_rx: mpsc::UnboundedReceiver<ProbeResult>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut probe_rx: mpsc::Receiver<ProbeEvent>) {
         let mut objects = self.shared.objects.subscribe();
         loop {
             let next = match self.sync().await {
@@ -201,6 +204,12 @@ impl Worker {
             Some(s) => rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: s.id.clone(), verbose: false }).await?.into_inner().status,
             None => None,
         };
+        if let Some(sb) = self.sandbox.as_ref().filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32) {
+            if self.netns.as_ref().map(|(id, _)| id) != Some(&sb.id) {
+                let ns = probing::sandbox_netns(&self.shared, &sb.id).await;
+                self.netns = Some((sb.id.clone(), ns));
+            }
+        }
         for old in sandboxes.iter().filter(|s| Some(&s.id) != self.sandbox.as_ref().map(|s| &s.id)) {
             let _ = rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: old.id.clone() }).await;
             let _ = rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: old.id.clone() }).await;
@@ -497,7 +506,7 @@ impl Worker {
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             self.publish();
             let deadline = Instant::now() + Duration::from_secs(spec::spec(&self.pod).termination_grace_period_seconds.unwrap_or(30).max(1) as u64);
-            if let Err(msg) = probing::run_hook(&self.shared, h, &self.target(c, &id), deadline).await {
+            if let Err(msg) = probing::run_hook(&self.shared, h, &self.target(c, &id), c, &self.pod, deadline).await {
                 self.shared.events.warning(&obj, "FailedPostStartHook", msg.clone());
                 self.tracks.entry(c.name.clone()).or_default().post_starting = None;
                 self.kill_container(c, &id, None, &format!("FailedPostStartHook: {msg}")).await;
@@ -571,28 +580,30 @@ impl Worker {
     }
 
     pub fn target(&self, c: &Container, container_id: &str) -> probing::Target {
-        probing::Target::new(&self.pod, c, container_id, self.pod_ips().first().cloned(), self.sandbox.as_ref())
+        let netns = self.netns.as_ref().and_then(|(_, n)| n.clone());
+        probing::target(&self.pod, c, container_id, self.pod_ips().first().map(String::as_str), netns)
     }
 
     fn start_probes(&mut self, c: &Container, id: &str) {
-        let old = self.probes.remove(&c.name);
-        drop(old);
+        self.probes.remove(&c.name);
         let target = self.target(c, id);
-        let mut st = ProbeState { container_id: id.to_string(), ready: c.readiness_probe.is_none(), started: c.startup_probe.is_none(), handles: Vec::new() };
+        let started_at = self.current(&c.name).0.filter(|o| o.id == id).map(|o| std::time::UNIX_EPOCH + Duration::from_nanos(o.status.started_at.max(0) as u64)).unwrap_or_else(std::time::SystemTime::now);
+        let mut st = ProbeState { container_id: id.to_string(), ready: c.readiness_probe.is_none(), started: c.startup_probe.is_none(), started_at, handles: Vec::new() };
         if let Some(p) = &c.startup_probe {
-            st.handles.push(probing::spawn(self.shared.clone(), ProbeKind::Startup, &c.name, p.clone(), target.clone(), self.probe_tx.clone()));
+            st.handles.push(probing::spawn(&self.shared, ProbeKind::Startup, p.clone(), target, started_at, self.probe_tx.clone()));
         } else {
-            self.spawn_after_startup(c, &target, &mut st);
+            self.spawn_after_startup(c, target, &mut st);
         }
         self.probes.insert(c.name.clone(), st);
     }
 
-    fn spawn_after_startup(&self, c: &Container, target: &probing::Target, st: &mut ProbeState) {
+    /// Liveness and readiness run once the startup probe passed.
+    fn spawn_after_startup(&self, c: &Container, target: probing::Target, st: &mut ProbeState) {
         if let Some(p) = &c.liveness_probe {
-            st.handles.push(probing::spawn(self.shared.clone(), ProbeKind::Liveness, &c.name, p.clone(), target.clone(), self.probe_tx.clone()));
+            st.handles.push(probing::spawn(&self.shared, ProbeKind::Liveness, p.clone(), target.clone(), st.started_at, self.probe_tx.clone()));
         }
         if let Some(p) = &c.readiness_probe {
-            st.handles.push(probing::spawn(self.shared.clone(), ProbeKind::Readiness, &c.name, p.clone(), target.clone(), self.probe_tx.clone()));
+            st.handles.push(probing::spawn(&self.shared, ProbeKind::Readiness, p.clone(), target, st.started_at, self.probe_tx.clone()));
         }
     }
 
@@ -600,39 +611,40 @@ impl Worker {
         self.probes.get(name).is_none_or(|p| p.container_id != id || p.started)
     }
 
-    async fn on_probe(&mut self, r: ProbeResult) {
-        let Some(c) = self.find_container(&r.container).cloned() else { return };
-        let Some(st) = self.probes.get(&r.container) else { return };
-        if st.container_id != r.container_id {
-            return;
-        }
-        let obj = involved(&self.pod, Some(field_path(&self.pod, &c.name)));
-        if !r.success {
-            self.shared.events.warning(&obj, "Unhealthy", format!("{} probe failed: {}", r.kind.title(), r.message));
-        }
-        match r.kind {
-            ProbeKind::Startup if r.state == Some(true) => {
-                let target = self.target(&c, &r.container_id);
-                let mut st = self.probes.remove(&r.container).expect("present");
-                st.started = true;
-                st.handles.clear();
-                self.spawn_after_startup(&c, &target, &mut st);
-                st.ready = c.readiness_probe.is_none();
-                self.probes.insert(r.container.clone(), st);
-            }
-            ProbeKind::Readiness => {
-                if let Some(st) = self.probes.get_mut(&r.container) {
-                    st.ready = r.state == Some(true);
+    async fn on_probe(&mut self, ev: ProbeEvent) {
+        let id = match &ev {
+            ProbeEvent::Changed { container_id, .. } | ProbeEvent::Attempt { container_id, .. } => container_id.clone(),
+        };
+        let Some(name) = self.probes.iter().find(|(_, p)| p.container_id == id).map(|(n, _)| n.clone()) else { return };
+        let Some(c) = self.find_container(&name).cloned() else { return };
+        let pod = self.pod.clone();
+        let obj = involved(&pod, Some(field_path(&pod, &c.name)));
+        match ev {
+            ProbeEvent::Attempt { kind, outcome, .. } => {
+                if let Some((reason, msg)) = outcome.event(kind) {
+                    self.shared.events.warning(&obj, reason, msg);
                 }
             }
-            ProbeKind::Startup | ProbeKind::Liveness if r.state == Some(false) => {
-                let what = if r.kind == ProbeKind::Startup { "startup" } else { "liveness" };
-                self.shared.events.normal(&obj, "Killing", format!("Container {} failed {what} probe, will be restarted", c.name));
-                let id = r.container_id.clone();
-                self.probes.remove(&r.container);
-                self.kill_container(&c, &id, r.grace, "").await;
+            ProbeEvent::Changed { kind: ProbeKind::Startup, result: ProbeResult::Success, .. } => {
+                let target = self.target(&c, &id);
+                let mut st = self.probes.remove(&name).expect("present");
+                st.started = true;
+                st.handles.clear();
+                self.spawn_after_startup(&c, target, &mut st);
+                self.probes.insert(name, st);
             }
-            _ => {}
+            ProbeEvent::Changed { kind: ProbeKind::Readiness, result, .. } => {
+                if let Some(st) = self.probes.get_mut(&name) {
+                    st.ready = result == ProbeResult::Success;
+                }
+            }
+            ProbeEvent::Changed { kind: kind @ (ProbeKind::Startup | ProbeKind::Liveness), result: ProbeResult::Failure, termination_grace_period_seconds, .. } => {
+                let what = if kind == ProbeKind::Startup { "startup" } else { "liveness" };
+                self.shared.events.normal(&obj, "Killing", format!("Container {} failed {what} probe, will be restarted", c.name));
+                self.probes.remove(&name);
+                self.kill_container(&c, &id, termination_grace_period_seconds, "probe").await;
+            }
+            ProbeEvent::Changed { .. } => {}
         }
     }
 
@@ -651,7 +663,7 @@ impl Worker {
             self.shared.events.normal(&obj, "Killing", format!("Stopping container {}", c.name));
         }
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-            if let Err(msg) = probing::run_hook(&self.shared, h, &self.target(c, id), deadline).await {
+            if let Err(msg) = probing::run_hook(&self.shared, h, &self.target(c, id), c, &self.pod, deadline).await {
                 self.shared.events.warning(&obj, "FailedPreStopHook", msg);
             }
         }
