@@ -38,7 +38,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-"$bin/berth-testimage" busybox --push "127.0.0.1:$port/demo/busybox:1.36"
+"$bin/berth-testimage" busybox --push "127.0.0.1:$port/busybox:1.36"
 
 # The example manifest names demo.berth.local; the config sends that
 # registry to the local one.
@@ -60,11 +60,10 @@ trap cleanup_all EXIT
 
 echo "--- berth run --detach examples/web.yaml"
 berth run --detach examples/web.yaml
-for _ in $(seq 120); do
-  berth get pods web -o json 2>/dev/null | grep -q '"type": "Ready",' &&
-    berth get pods web -o json | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"]["conditions"]) else 1)' && break
-  sleep 0.5
-done
+ready() {
+  berth get pods web -o json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"].get("conditions", [])) else 1)'
+}
+for _ in $(seq 120); do ready && break; sleep 0.5; done
 echo "--- berth get pods -o wide"
 berth get pods -o wide
 echo "--- berth exec web -- wget -qO- http://127.0.0.1:8080/"

@@ -144,12 +144,13 @@ pub fn main() -> ExitCode {
         _ => {}
     }
     init_tracing(&cli.log_level);
+    let config_path = cli.config.clone();
     let res = (|| -> anyhow::Result<ExitCode> {
         let cfg = cli.load_config()?;
         let rt = tokio::runtime::Runtime::new()?;
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
-            Command::Run(args) => rt.block_on(run::run(cfg, args, std::env::current_exe()?)),
+            Command::Run(args) => rt.block_on(run::run(cfg, args, std::env::current_exe()?, config_path)),
             Command::Get(what) => rt.block_on(pods::get(cfg, what)),
             Command::Describe(what) => rt.block_on(pods::describe(cfg, what)),
             Command::Logs(args) => rt.block_on(pods::logs(cfg, args)),

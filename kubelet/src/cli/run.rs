@@ -77,7 +77,7 @@ fn pod_key(p: &Pod) -> String {
     format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or(""))
 }
 
-pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<ExitCode> {
+pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     if args.files.is_empty() && args.manifest_dir.is_none() {
         anyhow::bail!("nothing to run: give manifest files or --manifest-dir");
     }
@@ -97,7 +97,7 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf) -> anyhow::Result<Exi
         }
     }
     if args.detach {
-        return detach(&cfg, &args, &exe, &req, errors).await;
+        return detach(&cfg, &config_path, &args, &exe, &req, errors).await;
     }
 
     std::fs::create_dir_all(&cfg.root)?;
@@ -276,13 +276,16 @@ async fn watch_dir(dir: PathBuf, mgr: Arc<PodManager>, objects: Objects) {
 }
 
 /// Starts `berth run` in the background and waits until it serves its API.
-async fn detach(cfg: &Config, args: &RunArgs, exe: &Path, req: &ApplyRequest, errors: usize) -> anyhow::Result<ExitCode> {
+async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, exe: &Path, req: &ApplyRequest, errors: usize) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(&cfg.root)?;
     let log_path = cfg.root.join("berth-run.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut cmd = std::process::Command::new(exe);
     // Global flags travel through the environment clap reads them from.
+    if config_path.exists() {
+        cmd.env("BERTH_CONFIG", std::fs::canonicalize(config_path)?);
+    }
     cmd.env("BERTH_ROOT", &cfg.root).env("BERTH_RUN_ROOT", &cfg.run_root).env("BERTH_CGROUP_PARENT", &cfg.cgroup_parent);
     cmd.arg("run").arg("--daemon-child");
     for f in &args.files {

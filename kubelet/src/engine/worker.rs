@@ -180,6 +180,11 @@ impl Worker {
 
     fn publish(&self) {
         let mut p = self.pod.clone();
+        // What the apiserver and scheduler would have set.
+        p.metadata.creation_timestamp.get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.start_time));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.node_name.get_or_insert_with(|| self.shared.cfg.node_name.clone());
+        }
         p.status = Some(status::compute(self));
         self.status_tx.send_replace(p);
         self.shared.changed.send_modify(|n| *n += 1);
