@@ -61,7 +61,7 @@ trap cleanup_all EXIT
 echo "--- berth run --detach examples/web.yaml"
 berth run --detach examples/web.yaml
 ready() {
-  berth get pods web -o json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"].get("conditions", [])) else 1)'
+  berth get pods web -o json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"].get("conditions", [])) else 1)' 2>/dev/null
 }
 for _ in $(seq 120); do ready && break; sleep 0.5; done
 echo "--- berth get pods -o wide"

@@ -115,7 +115,9 @@ fn field_path(pod: &Pod, name: &str) -> String {
 impl Worker {
     pub fn spawn(shared: Arc<Shared>, pod: Pod) -> (mpsc::UnboundedSender<Msg>, watch::Receiver<Pod>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(pod.clone());
+        let mut first = pod.clone();
+        first.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Pending".into()), ..Default::default() });
+        let (status_tx, status_rx) = watch::channel(first);
         let (probe_tx, probe_rx) = mpsc::channel(64);
         let w = Worker {
             shared,
