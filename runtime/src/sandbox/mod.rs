@@ -56,9 +56,9 @@ pub enum SandboxError {
     Io { id: String, path: PathBuf, source: std::io::Error },
     /// No usable network configuration or plugin: nothing was created.
     #[error("pod network is not ready: {0}")]
-    NetworkNotReady(CniError),
+    NetworkNotReady(Box<CniError>),
     #[error("pod sandbox {id}: {source}")]
-    Network { id: String, source: CniError },
+    Network { id: String, source: Box<CniError> },
 }
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
@@ -520,7 +520,7 @@ impl Manager {
         // The network's configuration and plugins first: if they are not
         // usable, nothing is created.
         let plan = match &self.network {
-            Some(n) if args.net => Some(n.plan().map_err(SandboxError::NetworkNotReady)?),
+            Some(n) if args.net => Some(n.plan().map_err(|e| SandboxError::NetworkNotReady(Box::new(e)))?),
             _ => None,
         };
 
@@ -585,9 +585,9 @@ impl Manager {
         let path = net.netns_path(&id);
         r.network = Some(NetworkRecord { netns: Some(path.clone()), attachments: plan.attachments(), ips: Vec::new() });
         self.save(r)?;
-        berth_cni::netns::create(&path).map_err(|source| SandboxError::Network { id: id.clone(), source: CniError::Netns { path: path.clone(), source } })?;
+        berth_cni::netns::create(&path).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(CniError::Netns { path: path.clone(), source }) })?;
         let spec = pod_spec(&id, &r.config, &r.cgroup_path)?;
-        let res = net.setup(&spec, &path, plan).map_err(|source| SandboxError::Network { id: id.clone(), source })?;
+        let res = net.setup(&spec, &path, plan).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(source) })?;
         let ips: Vec<String> = res.ips.iter().map(|i| i.to_string()).collect();
         if let Some(n) = r.network.as_mut() {
             n.ips = ips.clone();
@@ -609,7 +609,7 @@ impl Manager {
         let Some(n) = r.network.clone() else { return Ok(()) };
         if !n.attachments.is_empty() {
             if let Some(net) = &self.network {
-                net.teardown(id, n.netns.as_deref(), &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source })?;
+                net.teardown(id, n.netns.as_deref(), &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(source) })?;
             } else {
                 tracing::warn!(sandbox = %id, "no CNI configured: the sandbox's network attachments are not deleted");
             }
@@ -617,7 +617,7 @@ impl Manager {
             self.save(&r)?;
         }
         if let Some(p) = &n.netns {
-            berth_cni::netns::remove(p).map_err(|source| SandboxError::Network { id: id.into(), source: CniError::Netns { path: p.clone(), source } })?;
+            berth_cni::netns::remove(p).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(CniError::Netns { path: p.clone(), source }) })?;
             r.network.as_mut().expect("checked").netns = None;
             self.save(&r)?;
         }
@@ -783,7 +783,7 @@ impl Manager {
         let Some(netns) = &n.netns else { return Err(SandboxError::NotReady(id.into())) };
         let lock = self.net_lock(id);
         let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        net.check(id, netns, &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source })
+        net.check(id, netns, &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(source) })
     }
 
     /// The cached CNI ADD results of a sandbox's networks.

@@ -47,7 +47,11 @@ impl RuntimeService for RuntimeServer {
         ];
         let mut info = std::collections::HashMap::new();
         if verbose {
-            info.insert("config".to_string(), serde_json::json!({ "runtimeName": RUNTIME_NAME, "cgroupDriver": "cgroupfs" }).to_string());
+            let cni = self.sandboxes.network().map(|n| {
+                let o = n.options();
+                serde_json::json!({ "confDir": o.conf_dir, "pluginDirs": o.plugin_dirs, "bridge": o.bridge, "podCIDR": n.pod_cidr() })
+            });
+            info.insert("config".to_string(), serde_json::json!({ "runtimeName": RUNTIME_NAME, "cgroupDriver": "cgroupfs", "cni": cni }).to_string());
         }
         let handlers = ["builtin", "runc", "crun"]
             .iter()
