@@ -27,11 +27,22 @@
 # run, the namespace is made once, kept alive by a bind mount, and entered with
 # `nsenter --mount=...`; the cost of that nsenter alone is measured and shown.
 #
-# Needs root, runc, crun, busybox-static, jq. Everything it creates (containers,
-# cgroups, shims, temp dirs, the namespace mount) is removed on exit.
+# Then CNI: ADD and DEL of a pod's networks as `berth cri` runs them (the
+# loopback network, then Berth's default bridge network: bridge + host-local +
+# portmap from /usr/lib/cni), BENCH_CNI_RUNS (30) pods, each in a fresh network
+# namespace, timed inside berth (`berth cni bench`, a hidden subcommand) so
+# process startup is not counted; on its own bridge and subnet
+# (BENCH_CNI_BRIDGE berthbench0, BENCH_CNI_CIDR 10.202.255.0/24), no traffic.
+#
+# Needs root, runc, crun, busybox-static, jq, containernetworking-plugins.
+# Everything it creates (containers, cgroups, shims, temp dirs, the namespace
+# mount, the bench bridge) is removed on exit.
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-50}
+CNI_RUNS=${BENCH_CNI_RUNS:-30}
+CNI_BRIDGE=${BENCH_CNI_BRIDGE:-berthbench0}
+CNI_CIDR=${BENCH_CNI_CIDR:-10.202.255.0/24}
 WARMUP=${BENCH_WARMUP:-5}
 SHIMS=${BENCH_SHIMS:-5}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,6 +89,11 @@ cleanup() {
     umount "$nsdir/mnt"
   fi
   mountpoint -q "$nsdir" && umount "$nsdir"
+  # The CNI bench: its bridge, and ip_forward as it was (the bridge plugin sets it).
+  if [[ -n ${cni_made_bridge:-} ]]; then
+    ip link del "$CNI_BRIDGE" 2>/dev/null
+    [[ -n ${forward_before:-} ]] && echo "$forward_before" >/proc/sys/net/ipv4/ip_forward
+  fi
   # Cgroups: every hierarchy, deepest first.
   find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d -name "$tag-*" 2>/dev/null | sort -r |
     while read -r d; do rmdir "$d" 2>/dev/null || echo "bench: could not remove cgroup $d" >&2; done
@@ -230,4 +246,20 @@ for d in "${shim_dirs[@]}"; do
   "$BERTH" oci --root "$exec_root/builtin" delete "$(basename "$d")"
 done
 shim_dirs=()
+
+# --- CNI ADD+DEL per pod ----------------------------------------------------------
+echo
+echo "== CNI: ADD+DEL of a pod's networks, $CNI_RUNS pods (berth cni bench, bridge $CNI_BRIDGE, $CNI_CIDR)"
+if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+  echo "bench: $CNI_BRIDGE exists already; set BENCH_CNI_BRIDGE" >&2; exit 1
+fi
+if ip -4 route show match "${CNI_CIDR%/*}" | grep -qv '^default'; then
+  echo "bench: $CNI_CIDR is in use on this host; set BENCH_CNI_CIDR" >&2; exit 1
+fi
+forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
+cni_made_bridge=1
+mkdir -p "$tmp/cni/net.d"
+printf '[cni]\nconf_dir = "%s"\nbridge = "%s"\npod_cidr = "%s"\n' "$tmp/cni/net.d" "$CNI_BRIDGE" "$CNI_CIDR" >"$tmp/cni/config.toml"
+"$BERTH" --config "$tmp/cni/config.toml" --root "$tmp/cni/root" cni bench --count "$CNI_RUNS"
+
 echo "== done"

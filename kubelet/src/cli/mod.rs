@@ -1,5 +1,6 @@
 //! The `berth` command line.
 
+mod cni;
 mod containers;
 mod exec;
 mod images;
@@ -78,6 +79,9 @@ enum Command {
     /// Internal: run a command in a container to completion.
     #[command(hide = true)]
     ExecSync(berth_runtime::container::exec::ExecSyncArgs),
+    /// Internal: the pod network as `berth cri` sets it up (status, bench).
+    #[command(hide = true, subcommand)]
+    Cni(cni::CniCommand),
 }
 
 impl Cli {
@@ -158,6 +162,7 @@ pub fn main() -> ExitCode {
             Command::Delete(what) => rt.block_on(pods::delete(cfg, what)),
             Command::Stop => rt.block_on(pods::stop(cfg)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
+            Command::Cni(cmd) => cni::run(cfg, cmd),
             Command::Cri { socket } => rt.block_on(async {
                 let exe = std::env::current_exe()?;
                 berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;

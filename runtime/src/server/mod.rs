@@ -36,7 +36,11 @@ impl Services {
     pub async fn open(cfg: &Config, exe: PathBuf) -> anyhow::Result<Services> {
         let images = ImageService::open(cfg)?;
         let containers = Arc::new(Containers::new(ManagerConfig::from_config(cfg, exe.clone()), images.clone())?);
-        let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?);
+        let network = Arc::new(berth_cni::PodNetworks::new(cfg.cni_options())?);
+        if let Err(e) = network.status() {
+            tracing::warn!(error = %e, "pod network is not ready");
+        }
+        let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?.with_network(network));
         let events = events::Events::new(containers.clone(), sandboxes.clone());
         events.recover();
         let streaming = streaming::Streaming::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), containers.clone()).await?;
