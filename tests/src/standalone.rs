@@ -39,6 +39,11 @@ impl Standalone {
         builder::write_oci_layout(layout.path(), &[(IMAGE, (&img).into())]).expect("oci layout");
         root.berth_ok(&["images", "import", layout.path().to_str().expect("utf-8"), "--name", IMAGE]);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Pods get a loopback-only network: parallel tests share no bridge.
+        let net = root.path().join("net.d");
+        std::fs::create_dir_all(&net).expect("create net.d");
+        std::fs::write(net.join("10-loopback.conflist"), crate::LOOPBACK_CONFLIST).expect("write loopback conflist");
+        std::fs::write(root.path().join("config.toml"), format!("[cni]\nconf_dir = {:?}\n", net.display().to_string())).expect("write config");
         Standalone {
             root,
             dir: tempfile::tempdir().expect("manifest dir"),
@@ -58,6 +63,7 @@ impl Standalone {
     /// `berth` with this test's root and cgroup parent.
     pub fn command(&self) -> Command {
         let mut c = Command::new(berth_bin());
+        c.arg("--config").arg(self.root.path().join("config.toml"));
         c.arg("--root").arg(self.root.path()).arg("--cgroup-parent").arg(&self.cgroup_parent);
         c
     }
