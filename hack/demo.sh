@@ -47,13 +47,22 @@ root = "$work/state"
 run_root = "$work/state/run"
 cgroup_parent = "/berth-demo-$$"
 
+[cni]                      # no config in conf_dir: Berth's default bridge network
+conf_dir = "$work/net.d"
+bridge = "berthdemo$$"
+pod_cidr = "10.234.0.0/24"
+
 [registry."demo.berth.local"]
 endpoint = "http://127.0.0.1:$port"
 TOML
 berth() { "$bin/berth" --config "$work/config.toml" "$@"; }
+# The bridge plugin turns on IP forwarding; the demo puts it back as it was.
+forward=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup_all() {
   berth stop >/dev/null 2>&1 || true
   for d in /sys/fs/cgroup/*/"berth-demo-$$"; do if [ -d "$d" ]; then rmdir "$d" || true; fi; done
+  ip link del "berthdemo$$" 2>/dev/null || true
+  echo "$forward" > /proc/sys/net/ipv4/ip_forward
   cleanup
 }
 trap cleanup_all EXIT
