@@ -187,7 +187,15 @@ impl Worker {
         if let Some(spec) = p.spec.as_mut() {
             spec.node_name.get_or_insert_with(|| self.shared.cfg.node_name.clone());
         }
-        p.status = Some(status::compute(self));
+        let mut st = status::compute(self);
+        // A condition's transition time changes only when its status does.
+        let prev = self.status_tx.borrow().status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        for c in st.conditions.iter_mut().flatten() {
+            if let Some(old) = prev.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+        }
+        p.status = Some(st);
         self.status_tx.send_replace(p);
         self.shared.changed.send_modify(|n| *n += 1);
     }
