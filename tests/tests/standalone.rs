@@ -735,3 +735,38 @@ spec:
     assert_eq!(std::fs::read_to_string(host.path().join("marks")).unwrap(), "poststart\nprestop\n");
     s.assert_clean();
 }
+
+#[test]
+fn detach_apply_to_the_running_daemon_and_stop() {
+    let s = Standalone::new();
+    let pod = |name: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: {IMG}
+    command: ["sh", "-c", "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done"]
+"#
+        )
+    };
+    let a = s.write("a.yaml", &pod("a"));
+    let b = s.write("b.yaml", &pod("b"));
+    let out = s.berth_ok(&["run", "--detach", "--restart-backoff-base", "0.5", a.to_str().unwrap()]);
+    assert!(out.contains("pod/a created") && out.contains("running in the background"), "{out}");
+    s.wait_pod("a", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    // A second `berth run` hands its pods to the running daemon.
+    let out = s.berth_ok(&["run", b.to_str().unwrap()]);
+    assert!(out.contains("pod/default/b created"), "{out}");
+    s.wait_pod("b", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    let out = s.berth_ok(&["stop"]);
+    assert!(out.contains("stopped"), "{out}");
+    let logs = std::fs::read_dir(s.root.path().join("logs/pods")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(logs, 0, "pod log directories are removed with the pods");
+    assert!(!s.berth(&["get", "pods"]).status.success(), "the daemon is gone");
+    s.assert_clean();
+}

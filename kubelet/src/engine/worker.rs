@@ -735,6 +735,13 @@ impl Worker {
         let _ = self.observe().await;
         if remove {
             super::volumes::cleanup(&self.shared, &self.pod);
+            // Kubelet removes a deleted pod's logs with it.
+            let logs = spec::log_directory(&self.shared.cfg.log_root, &self.pod);
+            if let Err(e) = std::fs::remove_dir_all(&logs) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(pod = %self.key(), "removing {logs}: {e}");
+                }
+            }
         }
     }
 
