@@ -7,9 +7,10 @@
 # oci:  Berth's built-in OCI executor vs runc and crun (BENCH_RUNS, BENCH_WARMUP).
 # shim: the shim's memory per container (BENCH_SHIMS).
 # cri:  `berth cri` vs containerd's CRI plugin: pod lifecycle times and memory
-#       (BENCH_PODS, BENCH_CRI_WARMUP, BENCH_RSS_PODS); see the cri section below.
+#       (BENCH_PODS, BENCH_CRI_WARMUP, BENCH_RSS_PODS; BENCH_RAW=DIR keeps
+#       every pod's phase times in DIR/<runtime>.tsv).
 #
-# Every runtime does the same work per run: create -> start -> wait for exit
+# oci: every runtime does the same work per run: create -> start -> wait for exit
 # -> delete, of a busybox /bin/true container, via `<rt> run` (runc, crun and
 # `berth oci run` all delete the container when it exits unless --detach).
 # The floor is the same namespaces without any runtime:
@@ -18,7 +19,7 @@
 # other users of the machine hits every runtime alike. Times are wall clock
 # from $EPOCHREALTIME around each command (no extra fork in the interval).
 #
-# Then the shim's memory: BENCH_SHIMS (5) long-running containers, each under
+# shim: BENCH_SHIMS (5) long-running containers, each under
 # its own shim, started directly as the daemon's shim::spawn does: the small
 # `berth-shim` (which creates the container with `berth oci create`), or with
 # BENCH_SHIM=berth the whole berth binary re-executed as `berth shim`; prints
