@@ -46,7 +46,10 @@
 # sandbox image a busybox `sleep` built and imported by this script, since
 # nothing comes from the internet). Both run the same pod: network and IPC
 # namespaces of the pod, a PID namespace per container (kubelet's defaults),
-# a cgroup parent per pod, a log directory, busybox `sleep 3600`.
+# a cgroup parent per pod, a log directory, busybox `sleep 3600`. Each
+# daemon keeps its persistent state (images, snapshots, records) on disk under
+# /tmp and its volatile state (Berth's run root; containerd's state dir, runc
+# root and pinned network namespaces) on a tmpfs, as /run is in production.
 # Networking: Berth (until its CNI lands) makes the network namespace in its
 # pause process and brings `lo` up. containerd makes and pins a network
 # namespace and runs its CNI plugins: loopback (containerd's own `lo`
@@ -355,7 +358,9 @@ if want cri; then
   [[ -d /run/containerd ]] && had_run_containerd=1 || had_run_containerd=0
   [[ -d /var/lib/cni ]] && had_var_lib_cni=1 || had_var_lib_cni=0
   [[ -d /var/lib/cni/results ]] && had_cni_results=1 || had_cni_results=0
-  mkdir -p "$cri"/{berth,containerd,cni-bin,cni-conf,logs,layout}
+  mkdir -p "$cri"/{berth,containerd,cni-bin,cni-conf,logs,layout,run}
+  # Volatile state on a tmpfs, as /run is in production (here / holds /run).
+  mount -t tmpfs -o mode=0755 bench-run "$cri/run"
   image=berth.local/busybox:1
   pause_image=berth.local/pause:1
   testimage=$CARGO_TARGET_DIR/release/berth-testimage
@@ -382,7 +387,7 @@ STUB
   cat >"$cri/containerd.toml" <<TOML
 version = 2
 root = "$cd_dir/root"
-state = "$cd_dir/state"
+state = "$cri/run/containerd"
 [grpc]
   address = "$cd_sock"
 [ttrpc]
@@ -407,7 +412,7 @@ state = "$cd_dir/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
-        Root = "$cd_dir/runc"
+        Root = "$cri/run/runc"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$cri/cni-bin"
@@ -421,9 +426,10 @@ TOML
     ctr --address "$cd_sock" -n k8s.io images import "$cri/$f.tar" >"$cri/import.log" 2>&1 ||
       { cat "$cri/import.log" >&2; exit 1; }
   done
-  "$BERTH" --root "$cri/berth" --log-level warn images import "$cri/layout" --name "$image" >"$cri/import.log" 2>&1 ||
+  berth_cmd=("$BERTH" --root "$cri/berth" --run-root "$cri/run/berth" --log-level warn)
+  "${berth_cmd[@]}" images import "$cri/layout" --name "$image" >"$cri/import.log" 2>&1 ||
     { cat "$cri/import.log" >&2; exit 1; }
-  "$BERTH" --root "$cri/berth" --log-level warn cri --socket "$cri/berth.sock" </dev/null >"$cri/berth.log" 2>&1 &
+  "${berth_cmd[@]}" cri --socket "$cri/berth.sock" </dev/null >"$cri/berth.log" 2>&1 &
   berthd_pid=$!
   wait_socket "$cri/berth.sock" "$berthd_pid" berth
 
@@ -431,6 +437,9 @@ TOML
   echo "== pod lifecycle: RunPodSandbox .. StartContainer (start), StopContainer .. RemovePodSandbox (teardown)"
   "$CRI_BENCH" cycle --target "berth=$cri/berth.sock" --target "containerd=$cd_sock" \
     --pods "$PODS" --warmup "$CRI_WARMUP" ${BENCH_RAW:+--raw "$BENCH_RAW"} "${pod_opts[@]}"
+  echo
+  "$CRI_BENCH" trace --socket "$cri/berth.sock" --name berth-trace "${pod_opts[@]}"
+  "$CRI_BENCH" trace --socket "$cd_sock" --name containerd-trace "${pod_opts[@]}"
 
   echo
   echo "== memory with $RSS_PODS running pods per runtime (each: its pause and one sleep container)"
@@ -484,8 +493,8 @@ TOML
   kill_wait "$containerd_pid"
   wait "$berthd_pid" "$containerd_pid" 2>/dev/null || true
   berthd_pid='' containerd_pid=''
-  left=$(findmnt -rn -o TARGET | grep -cF "$cri/" || true)
-  ((left == 0)) || echo "bench: $left mounts left under $cri" >&2
+  left=$(findmnt -rn -o TARGET | grep -F "$cri/" | grep -vxF "$cri/run" || true)
+  [[ -z $left ]] || echo "bench: mounts left: $left" >&2
 fi
 
 echo "== done"

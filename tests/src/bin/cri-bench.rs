@@ -4,6 +4,7 @@
 //! ```text
 //! cri-bench cycle --target berth=/run/a.sock --target containerd=/run/b.sock \
 //!     --image IMG --tag T --pods 30 --warmup 3 --cgroup-parent /T --log-dir DIR
+//! cri-bench trace --socket S --name berth --image IMG --tag T ...
 //! cri-bench up   --socket S --name berth --image IMG --tag T --pods 50 ...
 //! cri-bench down --socket S --tag T
 //! ```
@@ -13,7 +14,8 @@
 //! up), StopContainer (timeout 0: SIGKILL), RemoveContainer, StopPodSandbox,
 //! RemovePodSandbox (the pod is gone), timing each RPC, and prints the
 //! median, p10 and p90 of every phase side by side with ratios to the first
-//! target. `up` leaves pods running and prints, per pod, `SANDBOX_ID
+//! target. `trace` runs one pod and prints when each RPC started and ended.
+//! `up` leaves pods running and prints, per pod, `SANDBOX_ID
 //! PAUSE_PID CONTAINER_ID CONTAINER_PID`; `down` removes every pod labelled
 //! with the tag.
 //!
@@ -76,6 +78,16 @@ enum Cmd {
         /// Also write every run's phase times (µs) to DIR/<target>.tsv.
         #[arg(long)]
         raw: Option<PathBuf>,
+        #[command(flatten)]
+        pod: PodOpts,
+    },
+    /// One pod cycle with the start and end of every RPC.
+    Trace {
+        #[arg(long)]
+        socket: PathBuf,
+        /// Target name, for pod names and cgroups.
+        #[arg(long)]
+        name: String,
         #[command(flatten)]
         pod: PodOpts,
     },
@@ -142,18 +154,18 @@ fn make_log_dir(pod: &cri::PodSandboxConfig) -> Result<()> {
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))
 }
 
-/// Runs one RPC, adding its duration to `times`.
+/// Runs one RPC, adding its (start, end) to `times`.
 macro_rules! timed {
     ($times:expr, $phase:expr, $call:expr) => {{
         let t0 = Instant::now();
         let r = $call.await.with_context(|| format!("{}", $phase))?;
-        $times.push(t0.elapsed().as_micros() as u64);
+        $times.push((t0, Instant::now()));
         r.into_inner()
     }};
 }
 
-/// One pod from RunPodSandbox to RemovePodSandbox; µs per phase.
-async fn cycle_once(rt: &mut Client, o: &PodOpts, target: &str, n: usize) -> Result<Vec<u64>> {
+/// One pod from RunPodSandbox to RemovePodSandbox: when each phase started and ended.
+async fn cycle_once(rt: &mut Client, o: &PodOpts, target: &str, n: usize) -> Result<Vec<(Instant, Instant)>> {
     let pod = pod_config(o, target, n);
     make_log_dir(&pod)?;
     let mut t = Vec::with_capacity(PHASES.len());
@@ -203,6 +215,7 @@ async fn cycle(targets: &[String], pods: usize, warmup: usize, raw: Option<&Path
         for k in order {
             let (name, rt) = &mut clients[k];
             let t = cycle_once(rt, o, name, i).await.with_context(|| format!("{name}: pod {i}"))?;
+            let t: Vec<u64> = t.iter().map(|(a, b)| (*b - *a).as_micros() as u64).collect();
             if i >= warmup {
                 runs.entry(name.clone()).or_default().push(t);
             }
@@ -260,6 +273,18 @@ fn info_pid(info: &std::collections::HashMap<String, String>) -> i64 {
     info.get("info").and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()).and_then(|v| v["pid"].as_i64()).unwrap_or(0)
 }
 
+async fn trace(socket: &Path, name: &str, o: &PodOpts) -> Result<()> {
+    let mut rt = connect(socket).await?;
+    let t = cycle_once(&mut rt, o, name, 0).await?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let origin = t[0].0;
+    println!("{name}: one pod, ms from RunPodSandbox's start");
+    for (phase, (a, b)) in PHASES.iter().zip(&t) {
+        println!("  {:>8.2} .. {:>8.2}  {:>7.2}  {phase}", ms(*a - origin), ms(*b - origin), ms(*b - *a));
+    }
+    Ok(())
+}
+
 async fn up(socket: &Path, name: &str, pods: usize, o: &PodOpts) -> Result<()> {
     let mut rt = connect(socket).await?;
     for n in 0..pods {
@@ -310,6 +335,7 @@ async fn down(socket: &Path, tag: &str) -> Result<()> {
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Cycle { targets, pods, warmup, raw, pod } => cycle(&targets, pods, warmup, raw.as_deref(), &pod).await,
+        Cmd::Trace { socket, name, pod } => trace(&socket, &name, &pod).await,
         Cmd::Up { socket, name, pods, pod } => up(&socket, &name, pods, &pod).await,
         Cmd::Down { socket, tag } => down(&socket, &tag).await,
     }
