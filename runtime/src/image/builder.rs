@@ -1073,6 +1073,10 @@ mod tests {
         let sh = n.iter().find(|e| e.0 == "bin/sh").unwrap();
         assert_eq!((sh.1, sh.2.as_deref()), (EntryType::Link, Some("bin/busybox")));
         assert!(n.iter().any(|e| e.0 == "tmp/"));
+        // Hard links carry their target's mode: containerd applies it to the inode.
+        let mut a = tar::Archive::new(&tar[..]);
+        let sh_mode = a.entries().unwrap().flatten().find(|e| e.path().unwrap().to_str() == Some("bin/sh")).unwrap().header().mode().unwrap();
+        assert_eq!(sh_mode & 0o7777, 0o755);
         let img = busybox_image().unwrap();
         assert_eq!(img.blobs.len(), 2);
     }
