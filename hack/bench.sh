@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks Berth against other runtimes, side by side.
 #
-#   hack/bench.sh            # everything: oci, shim, cri
+#   hack/bench.sh            # everything: oci, shim, cni, cri
 #   hack/bench.sh oci cri    # only those parts
 #
 # oci:  Berth's built-in OCI executor vs runc and crun (BENCH_RUNS, BENCH_WARMUP).
 # shim: the shim's memory per container (BENCH_SHIMS).
+# cni:  CNI ADD and DEL of a pod's networks inside berth (BENCH_CNI_RUNS).
 # cri:  `berth cri` vs containerd's CRI plugin: pod lifecycle times and memory
 #       (BENCH_PODS, BENCH_CRI_WARMUP, BENCH_RSS_PODS; BENCH_RAW=DIR keeps
 #       every pod's phase times in DIR/<runtime>.tsv).
@@ -34,6 +35,13 @@
 # run, the namespace is made once, kept alive by a bind mount, and entered with
 # `nsenter --mount=...`; the cost of that nsenter alone is measured and shown.
 #
+# cni: ADD and DEL of a pod's networks as `berth cri` runs them (the
+# loopback network, then Berth's default bridge network: bridge + host-local +
+# portmap from /usr/lib/cni), BENCH_CNI_RUNS (30) pods, each in a fresh network
+# namespace, timed inside berth (`berth cni bench`, a hidden subcommand) so
+# process startup is not counted; on its own bridge and subnet
+# (BENCH_CNI_BRIDGE berthbench0, BENCH_CNI_CIDR 10.202.255.0/24), no traffic.
+#
 # cri: pods from RunPodSandbox to a started container (RunPodSandbox,
 # CreateContainer, StartContainer) and back to removed (StopContainer with
 # timeout 0, RemoveContainer, StopPodSandbox, RemovePodSandbox), each RPC
@@ -50,23 +58,25 @@
 # daemon keeps its persistent state (images, snapshots, records) on disk under
 # /tmp and its volatile state (Berth's run root; containerd's state dir, runc
 # root and pinned network namespaces) on a tmpfs, as /run is in production.
-# Networking: Berth (until its CNI lands) makes the network namespace in its
-# pause process and brings `lo` up. containerd makes and pins a network
-# namespace and runs its CNI plugins: loopback (containerd's own `lo`
+# Networking, the same for both: each makes and pins a network namespace and
+# runs CNI plugins from the same dirs: the loopback plugin (its own `lo`
 # network), then the one network of the conflist written here, a stub plugin
-# (a /bin/sh script) that configures nothing and reports 127.0.0.1/32 on eth0,
-# because containerd fails RunPodSandbox without an address on eth0. So
-# containerd execs two CNI plugins per pod that Berth does not (about 2 ms).
-# containerd also keeps shim sockets in /run/containerd/s and CNI results in
+# (a /bin/sh script) that configures nothing and reports 127.0.0.1/32 on eth0
+# (containerd fails RunPodSandbox without an address on eth0), so no bridge,
+# veth or IPAM work is timed. containerd also keeps shim sockets in /run/containerd/s and CNI results in
 # /var/lib/cni (both emptied when the pods go; the directories are removed if
 # this script made them). Both daemons log at warn level.
 #
-# Needs root, runc, crun, busybox-static, jq (and containerd for cri).
-# Everything it creates (containers, pods, daemons, cgroups, shims, mounts,
-# temp dirs, the namespace mount) is removed on exit.
+# Needs root, runc, crun, busybox-static, jq, containernetworking-plugins (and
+# containerd for cri). Everything it creates (containers, pods, daemons,
+# cgroups, shims, mounts, temp dirs, the namespace mount, the bench bridge) is
+# removed on exit.
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-50}
+CNI_RUNS=${BENCH_CNI_RUNS:-30}
+CNI_BRIDGE=${BENCH_CNI_BRIDGE:-berthbench0}
+CNI_CIDR=${BENCH_CNI_CIDR:-10.202.255.0/24}
 WARMUP=${BENCH_WARMUP:-5}
 SHIMS=${BENCH_SHIMS:-5}
 PODS=${BENCH_PODS:-30}
@@ -76,15 +86,16 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/berth/target}
 
 parts=("$@")
-((${#parts[@]})) || parts=(oci shim cri)
+((${#parts[@]})) || parts=(oci shim cni cri)
 for p in "${parts[@]}"; do
-  [[ $p == oci || $p == shim || $p == cri ]] || { echo "bench: unknown part $p (oci, shim, cri)" >&2; exit 2; }
+  [[ $p =~ ^(oci|shim|cni|cri)$ ]] || { echo "bench: unknown part $p (oci, shim, cni, cri)" >&2; exit 2; }
 done
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 [[ $(id -u) == 0 ]] || { echo "bench: must run as root" >&2; exit 1; }
 need=(busybox jq)
 want oci && need+=(runc crun unshare nsenter)
+want cni && need+=(ip)
 want cri && need+=(containerd ctr containerd-shim-runc-v2 runc findmnt)
 for b in "${need[@]}"; do
   command -v "$b" >/dev/null || { echo "bench: $b not found (hack/setup.sh installs it)" >&2; exit 1; }
@@ -174,6 +185,11 @@ cleanup() {
     umount "$nsdir/mnt"
   fi
   mountpoint -q "$nsdir" && umount "$nsdir"
+  # The CNI bench: its bridge, and ip_forward as it was (the bridge plugin sets it).
+  if [[ -n ${cni_made_bridge:-} ]]; then
+    ip link del "$CNI_BRIDGE" 2>/dev/null
+    [[ -n ${forward_before:-} ]] && echo "$forward_before" >/proc/sys/net/ipv4/ip_forward
+  fi
   # Cgroups: every hierarchy, deepest first.
   find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$tag-*" 2>/dev/null |
     while read -r top; do find "$top" -depth -type d; done |
@@ -333,6 +349,23 @@ if want shim; then
   done
   shim_dirs=()
 fi
+# --- CNI ADD+DEL per pod ----------------------------------------------------------
+if want cni; then
+  echo
+  echo "== CNI: ADD+DEL of a pod's networks, $CNI_RUNS pods (berth cni bench, bridge $CNI_BRIDGE, $CNI_CIDR)"
+  if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+    echo "bench: $CNI_BRIDGE exists already; set BENCH_CNI_BRIDGE" >&2; exit 1
+  fi
+  if ip -4 route show match "${CNI_CIDR%/*}" | grep -qv '^default'; then
+    echo "bench: $CNI_CIDR is in use on this host; set BENCH_CNI_CIDR" >&2; exit 1
+  fi
+  forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
+  cni_made_bridge=1
+  mkdir -p "$tmp/cni/net.d"
+  printf '[cni]\nconf_dir = "%s"\nbridge = "%s"\npod_cidr = "%s"\n' "$tmp/cni/net.d" "$CNI_BRIDGE" "$CNI_CIDR" >"$tmp/cni/config.toml"
+  "$BERTH" --config "$tmp/cni/config.toml" --root "$tmp/cni/root" cni bench --count "$CNI_RUNS"
+fi
+
 # --- CRI: berth cri vs containerd ---------------------------------------------
 # mem_of PID: "VmRSS PSS" in KiB.
 mem_of() {
@@ -369,11 +402,11 @@ if want cri; then
   # containerd's sandbox image: busybox sleeping for good (Berth's pause needs no image).
   "$testimage" busybox --cmd sleep --cmd 2147483647 --docker-archive "$cri/pause.tar" --tag "$pause_image" >/dev/null
 
-  # containerd's CNI: its own loopback network, then the stub (see the top of this file).
+  # Both runtimes' CNI: their own loopback network, then the stub (see the top of this file).
   ln -s /usr/lib/cni/loopback "$cri/cni-bin/loopback"
   cat >"$cri/cni-bin/bench-stub" <<'STUB'
 #!/bin/sh
-# A CNI plugin that configures nothing: ADD reports 127.0.0.1/32 on eth0.
+# A CNI plugin that configures nothing: ADD reports 127.0.0.1/32 on eth0; DEL and CHECK succeed.
 case "$CNI_COMMAND" in
 ADD) printf '{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"%s"}],"ips":[{"version":"4","interface":0,"address":"127.0.0.1/32"}]}\n' "$CNI_NETNS" ;;
 VERSION) echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
@@ -426,7 +459,8 @@ TOML
     ctr --address "$cd_sock" -n k8s.io images import "$cri/$f.tar" >"$cri/import.log" 2>&1 ||
       { cat "$cri/import.log" >&2; exit 1; }
   done
-  berth_cmd=("$BERTH" --root "$cri/berth" --run-root "$cri/run/berth" --log-level warn)
+  printf '[cni]\nconf_dir = "%s"\nplugin_dirs = ["%s"]\n' "$cri/cni-conf" "$cri/cni-bin" >"$cri/berth.toml"
+  berth_cmd=("$BERTH" --config "$cri/berth.toml" --root "$cri/berth" --run-root "$cri/run/berth" --log-level warn)
   "${berth_cmd[@]}" images import "$cri/layout" --name "$image" >"$cri/import.log" 2>&1 ||
     { cat "$cri/import.log" >&2; exit 1; }
   "${berth_cmd[@]}" cri --socket "$cri/berth.sock" </dev/null >"$cri/berth.log" 2>&1 &

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build berth, start a local registry, push a busybox image
-# built from /bin/busybox, pull and list it with berth, then run a container
-# from it with the built-in executor and show its CRI-format log.
+# built from /bin/busybox, then run the example web pod (examples/web.yaml:
+# an init container, a postStart hook, readiness and liveness probes) in
+# standalone mode and look at it the way kubectl would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/berth/target}"
@@ -37,20 +38,41 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-"$bin/berth-testimage" busybox --push "127.0.0.1:$port/demo/busybox:latest"
-berth() { "$bin/berth" --root "$work/state" --cgroup-parent "/berth-demo-$$" "$@"; }
-cleanup_containers() {
-  for id in $(berth container ps -a -q 2>/dev/null); do berth container rm "$id" >/dev/null; done
+"$bin/berth-testimage" busybox --push "127.0.0.1:$port/busybox:1.36"
+
+# The example manifest names demo.berth.local; the config sends that
+# registry to the local one.
+cat > "$work/config.toml" <<TOML
+root = "$work/state"
+run_root = "$work/state/run"
+cgroup_parent = "/berth-demo-$$"
+
+[registry."demo.berth.local"]
+endpoint = "http://127.0.0.1:$port"
+TOML
+berth() { "$bin/berth" --config "$work/config.toml" "$@"; }
+cleanup_all() {
+  berth stop >/dev/null 2>&1 || true
   for d in /sys/fs/cgroup/*/"berth-demo-$$"; do if [ -d "$d" ]; then rmdir "$d" || true; fi; done
   cleanup
 }
-trap cleanup_containers EXIT
+trap cleanup_all EXIT
 
-berth images pull "127.0.0.1:$port/demo/busybox:latest"
-berth images ls
+echo "--- berth run --detach examples/web.yaml"
+berth run --detach examples/web.yaml
+ready() {
+  berth get pods web -o json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"].get("conditions", [])) else 1)' 2>/dev/null
+}
+for _ in $(seq 120); do ready && break; sleep 0.5; done
+echo "--- berth get pods -o wide"
+berth get pods -o wide
+echo "--- berth exec web -- wget -qO- http://127.0.0.1:8080/"
+berth exec web -- wget -qO- http://127.0.0.1:8080/
 echo
-berth container run --name demo --image "127.0.0.1:$port/demo/busybox:latest" -- \
-  sh -c 'echo "hello from $(hostname), pid $$, uid $(id -u)"; grep -E "CapEff|Seccomp:" /proc/self/status'
-berth container ps -a
-echo "--- its log file, in the CRI format:"
-cat "$(berth container inspect demo | python3 -c 'import json,sys; print(json.load(sys.stdin)["record"]["log_path"])')"
+echo "--- berth logs web"
+berth logs web
+echo "--- berth describe pod web"
+berth describe pod web
+echo "--- berth delete pod web"
+berth delete pod web
+berth stop

@@ -11,6 +11,7 @@ packages=(
   containernetworking-plugins iproute2 iptables
   util-linux procps kmod
   jq                        # hack/bench.sh edits the bundle config
+  openssl                   # probe tests make a self-signed certificate
 )
 
 missing=()

@@ -25,6 +25,40 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Per-registry settings, keyed by registry host (`docker.io`, `registry.k8s.io`, ...).
     pub registry: BTreeMap<String, RegistryConfig>,
+    /// Pod networking.
+    pub cni: CniConfig,
+}
+
+/// CNI networking. Berth's own CNI state (the attachment cache, the default
+/// network's address leases) lives under `<root>/cni`, pod network
+/// namespaces under `<run_root>/netns`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct CniConfig {
+    /// Network configurations; the first `.conflist`/`.conf`/`.json` by name is used.
+    pub conf_dir: PathBuf,
+    /// Plugin binaries, searched in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Subnets of the default network (used when `conf_dir` has no
+    /// configuration), comma-separated IPv4 and/or IPv6. The kubelet's
+    /// UpdateRuntimeConfig replaces it.
+    pub pod_cidr: String,
+    /// The default network's bridge.
+    pub bridge: String,
+    /// Seconds a plugin may run before it is killed.
+    pub plugin_timeout: u64,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        Self {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            pod_cidr: berth_cni::pod::DEFAULT_POD_CIDR.into(),
+            bridge: berth_cni::pod::DEFAULT_BRIDGE.into(),
+            plugin_timeout: berth_cni::pod::DEFAULT_TIMEOUT.as_secs(),
+        }
+    }
 }
 
 /// Where and how to pull images of one registry, like containerd's `hosts.toml`.
@@ -50,6 +84,7 @@ impl Default for Config {
             runtimes: BTreeMap::new(),
             insecure_registries: vec!["127.0.0.1".into(), "localhost".into()],
             registry: BTreeMap::new(),
+            cni: CniConfig::default(),
         }
     }
 }
@@ -64,6 +99,19 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The CNI settings with Berth's state and run dirs.
+    pub fn cni_options(&self) -> berth_cni::Options {
+        berth_cni::Options {
+            conf_dir: self.cni.conf_dir.clone(),
+            plugin_dirs: self.cni.plugin_dirs.clone(),
+            state_dir: self.root.join("cni"),
+            netns_dir: self.run_root.join("netns"),
+            bridge: self.cni.bridge.clone(),
+            pod_cidr: self.cni.pod_cidr.clone(),
+            plugin_timeout: std::time::Duration::from_secs(self.cni.plugin_timeout.max(1)),
+        }
     }
 
     /// Whether `host` (a registry host, maybe with a port) may use plain http.
@@ -107,5 +155,18 @@ endpoint = "http://127.0.0.1:5001/k8s"
         assert!(!c.is_insecure("10.0.0.1:5001"));
         assert!(Config::default().is_insecure("127.0.0.1:41234"));
         assert!(Config::parse("bogus = 1").unwrap_err().to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn parses_cni() {
+        let c = Config::default();
+        assert_eq!(c.cni.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(c.cni.plugin_dirs, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
+        assert_eq!((c.cni.pod_cidr.as_str(), c.cni.bridge.as_str()), ("10.88.0.0/16", "berth0"));
+        let c = Config::parse("root = \"/r\"\nrun_root = \"/run/b\"\n[cni]\nconf_dir = \"/c\"\npod_cidr = \"10.201.1.0/24\"\nbridge = \"bt1\"\n").unwrap();
+        let o = c.cni_options();
+        assert_eq!((o.conf_dir, o.state_dir, o.netns_dir), (PathBuf::from("/c"), PathBuf::from("/r/cni"), PathBuf::from("/run/b/netns")));
+        assert_eq!((o.pod_cidr.as_str(), o.bridge.as_str()), ("10.201.1.0/24", "bt1"));
+        assert!(Config::parse("[cni]\nbrige = \"x\"").unwrap_err().to_string().contains("brige"));
     }
 }

@@ -3,6 +3,8 @@
 //! the real `berth` binary. Everything cleans up in `Drop`, so a failing
 //! test leaves no processes or temp dirs behind.
 
+pub mod standalone;
+
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -263,20 +265,40 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
 }
 
-/// A `berth cri` server on its own socket and state root; killed (by pid)
-/// and cleaned up on drop.
+/// A `berth cri` server on its own socket, state root and config file;
+/// killed (by pid) and cleaned up on drop.
 pub struct CriServer {
     child: Child,
     pub root: TestRoot,
     pub socket: PathBuf,
+    pub config: PathBuf,
 }
 
+/// The network of [`CriServer::start`]: CNI's loopback plugin only, so
+/// parallel tests share no bridge or addresses.
+pub const LOOPBACK_CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"berth-test-lo","plugins":[{"type":"loopback"}]}"#;
+
 impl CriServer {
+    /// A server whose pods get only a loopback interface (a CNI config of
+    /// the loopback plugin in `<root>/net.d`).
     pub fn start() -> CriServer {
+        Self::start_with(|root| {
+            let dir = root.join("net.d");
+            std::fs::create_dir_all(&dir).expect("create net.d");
+            std::fs::write(dir.join("10-loopback.conflist"), LOOPBACK_CONFLIST).expect("write loopback conflist");
+            format!("[cni]\nconf_dir = {:?}\n", dir.display().to_string())
+        })
+    }
+
+    /// A server with the config file `config(root)` returns (TOML; `root`
+    /// and `run_root` come from `--root`).
+    pub fn start_with(config: impl FnOnce(&Path) -> String) -> CriServer {
         let root = TestRoot::new();
         let socket = root.path().join("berth.sock");
-        let child = Self::spawn(&root, &socket);
-        CriServer { child, root, socket }
+        let cfg = root.path().join("config.toml");
+        std::fs::write(&cfg, config(root.path())).expect("write config.toml");
+        let child = Self::spawn(&root, &socket, &cfg);
+        CriServer { child, root, socket, config: cfg }
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -287,13 +309,20 @@ impl CriServer {
 
     /// Starts the server again over the same state.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.root, &self.socket);
+        self.child = Self::spawn(&self.root, &self.socket, &self.config);
     }
 
-    fn spawn(root: &TestRoot, socket: &Path) -> Child {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(root: &TestRoot, socket: &Path, config: &Path) -> Child {
         let _ = std::fs::remove_file(socket);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(root.path().join("cri.log")).expect("cri log");
         let child = Command::new(berth_bin())
+            .arg("--config")
+            .arg(config)
             .arg("--root")
             .arg(root.path())
             .args(["--log-level", "debug", "cri", "--socket"])
@@ -387,13 +416,18 @@ pub fn image_spec(image: &str) -> Option<cri_proto::v1::ImageSpec> {
 impl CriServer {
     /// A server with the busybox test image imported as [`CRI_IMAGE`].
     pub fn start_with_busybox() -> CriServer {
+        let server = CriServer::start();
+        server.import_busybox();
+        server
+    }
+
+    /// Imports the busybox test image as [`CRI_IMAGE`].
+    pub fn import_busybox(&self) {
         let layout = tempfile::tempdir().expect("temp dir");
         let img = builder::busybox_image().expect("busybox image");
         builder::write_oci_layout(layout.path(), &[(CRI_IMAGE, (&img).into())]).expect("oci layout");
-        let server = CriServer::start();
-        let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", CRI_IMAGE]);
+        let out = self.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", CRI_IMAGE]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        server
     }
 }
 

@@ -22,7 +22,8 @@ fn version_status_and_config() {
         let conds = st.status.unwrap().conditions;
         assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
         let net = conds.iter().find(|c| c.r#type == "NetworkReady").expect("NetworkReady condition");
-        assert!(!net.status && !net.reason.is_empty());
+        // The harness's loopback CNI network is usable.
+        assert!(net.status, "{net:?}");
         let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
         assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
         let e = rt.checkpoint_container(cri::CheckpointContainerRequest::default()).await.unwrap_err();

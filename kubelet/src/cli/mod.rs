@@ -1,7 +1,11 @@
 //! The `berth` command line.
 
+mod cni;
 mod containers;
+mod exec;
 mod images;
+mod pods;
+mod run;
 
 use berth_runtime::Config;
 use clap::{Parser, Subcommand};
@@ -32,6 +36,23 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Pod manifests on this machine (standalone mode), in the foreground or with --detach.
+    Run(run::RunArgs),
+    /// Display pods of a running `berth run`.
+    #[command(subcommand)]
+    Get(pods::GetWhat),
+    /// Show details of a pod: status, conditions, events.
+    #[command(subcommand)]
+    Describe(pods::DescribeWhat),
+    /// Print a container's logs.
+    Logs(pods::LogsArgs),
+    /// Run a command in a container of a pod.
+    Exec(pods::ExecArgs),
+    /// Delete pods gracefully.
+    #[command(subcommand)]
+    Delete(pods::DeleteWhat),
+    /// Stop a running `berth run` (e.g. one started with --detach): every pod terminates gracefully.
+    Stop,
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -58,6 +79,9 @@ enum Command {
     /// Internal: run a command in a container to completion.
     #[command(hide = true)]
     ExecSync(berth_runtime::container::exec::ExecSyncArgs),
+    /// Internal: the pod network as `berth cri` sets it up (status, bench).
+    #[command(hide = true, subcommand)]
+    Cni(cni::CniCommand),
 }
 
 impl Cli {
@@ -84,7 +108,7 @@ impl Cli {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return std::future::pending().await;
@@ -124,12 +148,21 @@ pub fn main() -> ExitCode {
         _ => {}
     }
     init_tracing(&cli.log_level);
+    let config_path = cli.config.clone();
     let res = (|| -> anyhow::Result<ExitCode> {
         let cfg = cli.load_config()?;
         let rt = tokio::runtime::Runtime::new()?;
         match cli.command {
             Command::Images(cmd) => rt.block_on(images::run(cfg, cmd)),
+            Command::Run(args) => rt.block_on(run::run(cfg, args, std::env::current_exe()?, config_path)),
+            Command::Get(what) => rt.block_on(pods::get(cfg, what)),
+            Command::Describe(what) => rt.block_on(pods::describe(cfg, what)),
+            Command::Logs(args) => rt.block_on(pods::logs(cfg, args)),
+            Command::Exec(args) => rt.block_on(pods::exec(cfg, args)),
+            Command::Delete(what) => rt.block_on(pods::delete(cfg, what)),
+            Command::Stop => rt.block_on(pods::stop(cfg)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
+            Command::Cni(cmd) => cni::run(cfg, cmd),
             Command::Cri { socket } => rt.block_on(async {
                 let exe = std::env::current_exe()?;
                 berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;

@@ -428,6 +428,16 @@ impl Manager {
             }
             Err(e) => st.message = e.to_string(),
         }
+        if st.state == State::Exited && shim_alive(&run) {
+            // The process is gone and its shim is writing the exit record:
+            // read it rather than guess.
+            for _ in 0..100 {
+                if shim::read_exit(&run).is_some() || !shim_alive(&run) {
+                    return self.status(id);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if st.state == State::Exited || (st.state == State::Unknown && !shim_alive(&run)) {
             // The shim is gone without an exit record: it was killed.
             st.state = State::Exited;

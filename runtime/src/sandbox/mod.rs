@@ -5,6 +5,13 @@
 //! a restarted daemon finds every sandbox as it was; a sandbox is READY
 //! while its pause process (checked by pid and start time) is alive.
 //!
+//! Networking (when the manager has [`PodNetworks`]): a pod that does not
+//! use the host network gets a network namespace bind-mounted at
+//! `<run_root>/netns/<id>`, attached by CNI ADD before the pause joins it;
+//! stop runs CNI DEL and removes the namespace, from what is on disk, so it
+//! works after a daemon crash and after a half-done ADD. Without
+//! `PodNetworks` the pause makes a namespace with only `lo`.
+//!
 //! Layout: `<state>/<id>/sandbox.json` (persistent),
 //! `<run>/<id>/{hostname,hosts,resolv.conf,shm/}` (volatile).
 //!
@@ -17,12 +24,16 @@ pub mod update;
 use crate::linux::cgroups::{self, CgroupError};
 use crate::linux::process::{pid_alive, proc_stat};
 use crate::spec::SandboxNamespaces;
+use berth_cni::pod::{Attachment, Bandwidth, DnsCapability, Plan, PortMapping};
+use berth_cni::{CniError, PodNetworks, PodSpec};
 use cri_proto::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxState};
 use pause::PauseArgs;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +54,11 @@ pub enum SandboxError {
     Cgroup { id: String, source: CgroupError },
     #[error("pod sandbox {id}: {path}: {source}")]
     Io { id: String, path: PathBuf, source: std::io::Error },
+    /// No usable network configuration or plugin: nothing was created.
+    #[error("pod network is not ready: {0}")]
+    NetworkNotReady(Box<CniError>),
+    #[error("pod sandbox {id}: {source}")]
+    Network { id: String, source: Box<CniError> },
 }
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
@@ -106,6 +122,17 @@ pub struct NamespacePaths {
     pub pid: Option<PathBuf>,
 }
 
+/// A sandbox's CNI networking.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The bind-mounted network namespace; `None` once removed.
+    pub netns: Option<PathBuf>,
+    /// Networks attached (or being attached), in ADD order; emptied by DEL.
+    pub attachments: Vec<Attachment>,
+    /// The pod's IPs, the primary (IPv4 if any) first.
+    pub ips: Vec<String>,
+}
+
 /// What is kept on disk of a sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {
@@ -135,6 +162,9 @@ pub struct SandboxRecord {
     pub hostname: String,
     /// READY until stopped; [`Manager::status`] also checks the pause.
     pub state: SandboxState,
+    /// CNI networking; `None` for host-network pods (and without CNI).
+    #[serde(default)]
+    pub network: Option<NetworkRecord>,
 }
 
 /// A sandbox as the CRI reports it.
@@ -155,6 +185,9 @@ pub struct SandboxFiles {
 
 pub struct Manager {
     cfg: SandboxConfig,
+    network: Option<Arc<PodNetworks>>,
+    /// Serialises network setup and teardown per sandbox.
+    net_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn now_ns() -> i64 {
@@ -178,6 +211,7 @@ pub fn pause_args(config: &PodSandboxConfig, sysctls: Vec<String>) -> PauseArgs 
     let host_net = o.network == NamespaceMode::Node as i32;
     PauseArgs {
         net: !host_net,
+        netns: None,
         ipc: o.ipc != NamespaceMode::Node as i32,
         uts: !host_net,
         pid: o.pid == NamespaceMode::Pod as i32,
@@ -231,7 +265,84 @@ fn validate(config: &PodSandboxConfig) -> Result<()> {
         // `_` separates the parts of the unique sandbox name.
         return invalid("metadata", "name, namespace and uid must not contain '_'");
     }
+    for (i, p) in config.port_mappings.iter().enumerate() {
+        if !(1..=65535).contains(&p.container_port) || !(0..=65535).contains(&p.host_port) {
+            return invalid("port_mappings", &format!("[{i}]: container_port {} and host_port {} must be ports (1-65535; host_port 0 for none)", p.container_port, p.host_port));
+        }
+        if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return invalid("port_mappings", &format!("[{i}]: host_ip {:?} is not an IP address", p.host_ip));
+        }
+    }
+    pod_spec("", config, "")?;
     Ok(())
+}
+
+/// Pod annotations that ask the network for addresses and a MAC
+/// (the `ips` and `mac` CNI capabilities).
+pub const IPS_ANNOTATION: &str = "berth.dev/ips";
+pub const MAC_ANNOTATION: &str = "berth.dev/mac";
+const INGRESS_ANNOTATION: &str = "kubernetes.io/ingress-bandwidth";
+const EGRESS_ANNOTATION: &str = "kubernetes.io/egress-bandwidth";
+
+/// What CNI plugins get to know of a pod: CNI_ARGS and the capability
+/// arguments (host ports, bandwidth from the Kubernetes annotations, as
+/// containerd; DNS; the pod cgroup; the annotations).
+pub fn pod_spec(id: &str, c: &PodSandboxConfig, cgroup_path: &str) -> Result<PodSpec> {
+    use cri_proto::v1::Protocol;
+    let m = c.metadata.clone().unwrap_or_default();
+    let port_mappings = c
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match Protocol::try_from(p.protocol) {
+                Ok(Protocol::Udp) => "udp",
+                Ok(Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            }
+            .into(),
+            host_ip: p.host_ip.clone(),
+        })
+        .collect();
+    let rate = |key: &str| -> Result<Option<u64>> {
+        match c.annotations.get(key) {
+            None => Ok(None),
+            Some(v) => berth_cni::pod::parse_quantity(v).filter(|r| *r > 0).map(Some).ok_or_else(|| SandboxError::Invalid {
+                field: "annotations",
+                reason: format!("{key}: {v:?} is not a bandwidth (a Kubernetes quantity such as 10M)"),
+            }),
+        }
+    };
+    let (ingress, egress) = (rate(INGRESS_ANNOTATION)?, rate(EGRESS_ANNOTATION)?);
+    let burst = |r: Option<u64>| r.map(|_| u32::MAX as u64);
+    let bandwidth = (ingress.is_some() || egress.is_some()).then(|| Bandwidth { ingress_rate: ingress, ingress_burst: burst(ingress), egress_rate: egress, egress_burst: burst(egress) });
+    let ips: Vec<String> = c.annotations.get(IPS_ANNOTATION).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    for ip in &ips {
+        let bare = ip.split_once('/').map_or(ip.as_str(), |(a, _)| a);
+        if bare.parse::<std::net::IpAddr>().is_err() {
+            return Err(SandboxError::Invalid { field: "annotations", reason: format!("{IPS_ANNOTATION}: {ip:?} is not an IP address") });
+        }
+    }
+    let dns = c.dns_config.as_ref().filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty())).map(|d| DnsCapability {
+        servers: d.servers.clone(),
+        searches: d.searches.clone(),
+        options: d.options.clone(),
+    });
+    Ok(PodSpec {
+        id: id.into(),
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        port_mappings,
+        bandwidth,
+        ips,
+        mac: c.annotations.get(MAC_ANNOTATION).cloned(),
+        dns,
+        cgroup_path: (!cgroup_path.is_empty()).then(|| cgroup_path.to_string()),
+        annotations: c.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -325,11 +436,25 @@ impl Manager {
         for d in [&cfg.state_dir, &cfg.run_dir] {
             fs::create_dir_all(d).map_err(io_err("", d))?;
         }
-        Ok(Self { cfg })
+        Ok(Self { cfg, network: None, net_locks: Mutex::default() })
+    }
+
+    /// Pods (other than host-network ones) get CNI networking from `network`.
+    pub fn with_network(mut self, network: Arc<PodNetworks>) -> Self {
+        self.network = Some(network);
+        self
     }
 
     pub fn config(&self) -> &SandboxConfig {
         &self.cfg
+    }
+
+    pub fn network(&self) -> Option<&Arc<PodNetworks>> {
+        self.network.as_ref()
+    }
+
+    fn net_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        self.net_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().clone()
     }
 
     fn state_path(&self, id: &str) -> PathBuf {
@@ -392,6 +517,12 @@ impl Manager {
         let mut sysctls: Vec<String> = sysctls.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         sysctls.sort();
         let args = pause_args(config, sysctls);
+        // The network's configuration and plugins first: if they are not
+        // usable, nothing is created.
+        let plan = match &self.network {
+            Some(n) if args.net => Some(n.plan().map_err(|e| SandboxError::NetworkNotReady(Box::new(e)))?),
+            _ => None,
+        };
 
         let id = hex::encode(rand::random::<[u8; 32]>());
         let host_net = !args.net;
@@ -419,6 +550,7 @@ impl Manager {
             shm_mounted: args.ipc,
             hostname,
             state: SandboxState::NotReady,
+            network: None,
         };
         // The record (NOTREADY, no pause yet) reserves the name.
         {
@@ -430,19 +562,69 @@ impl Manager {
             fs::create_dir_all(&state).map_err(io_err(&id, &state))?;
             self.save(&record)?;
         }
-        match self.run_inner(&mut record, &args) {
+        match self.run_inner(&mut record, &args, plan.as_ref()) {
             Ok(()) => Ok(id),
             Err(e) => {
                 if record.pid > 0 {
                     kill_pause(record.pid, record.pid_start, Duration::ZERO);
                 }
-                let _ = self.cleanup(&record);
+                // A cleanup that fails (say, CNI DEL) keeps the record, so
+                // that a later remove tries again.
+                if let Err(ce) = self.cleanup(&record) {
+                    tracing::warn!(sandbox = %id, error = %ce, "cleaning up a sandbox that failed to start");
+                }
                 Err(e)
             }
         }
     }
 
-    fn run_inner(&self, r: &mut SandboxRecord, args: &PauseArgs) -> Result<()> {
+    /// Creates the pod's network namespace and attaches its networks;
+    /// returns the pod IPs. Each step is recorded before it is taken.
+    fn setup_network(&self, r: &mut SandboxRecord, net: &PodNetworks, plan: &Plan) -> Result<Vec<String>> {
+        let id = r.id.clone();
+        let path = net.netns_path(&id);
+        r.network = Some(NetworkRecord { netns: Some(path.clone()), attachments: plan.attachments(), ips: Vec::new() });
+        self.save(r)?;
+        berth_cni::netns::create(&path).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(CniError::Netns { path: path.clone(), source }) })?;
+        let spec = pod_spec(&id, &r.config, &r.cgroup_path)?;
+        let res = net.setup(&spec, &path, plan).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(source) })?;
+        let ips: Vec<String> = res.ips.iter().map(|i| i.to_string()).collect();
+        if let Some(n) = r.network.as_mut() {
+            n.ips = ips.clone();
+        }
+        self.save(r)?;
+        Ok(ips)
+    }
+
+    /// CNI DEL of the sandbox's networks and removal of its namespace,
+    /// from the record on disk; a no-op once done.
+    fn teardown_network(&self, id: &str) -> Result<()> {
+        let lock = self.net_lock(id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = match self.record(id) {
+            Ok(r) => r,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(n) = r.network.clone() else { return Ok(()) };
+        if !n.attachments.is_empty() {
+            if let Some(net) = &self.network {
+                net.teardown(id, n.netns.as_deref(), &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(source) })?;
+            } else {
+                tracing::warn!(sandbox = %id, "no CNI configured: the sandbox's network attachments are not deleted");
+            }
+            r.network.as_mut().expect("checked").attachments.clear();
+            self.save(&r)?;
+        }
+        if let Some(p) = &n.netns {
+            berth_cni::netns::remove(p).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(CniError::Netns { path: p.clone(), source }) })?;
+            r.network.as_mut().expect("checked").netns = None;
+            self.save(&r)?;
+        }
+        Ok(())
+    }
+
+    fn run_inner(&self, r: &mut SandboxRecord, args: &PauseArgs, plan: Option<&Plan>) -> Result<()> {
         let id = r.id.clone();
         let run = self.run_path(&id);
         fs::create_dir_all(&run).map_err(io_err(&id, &run))?;
@@ -470,6 +652,17 @@ impl Manager {
         r.cgroup_created = !existed;
         self.save(r)?;
 
+        let mut args = args.clone();
+        if let (Some(net), Some(plan)) = (&self.network, plan) {
+            let ips = self.setup_network(r, net, plan)?;
+            if let Some(ip) = ips.first() {
+                fs::write(&files.hosts, hosts_file(&r.hostname, Some(ip))).map_err(io_err(&id, &files.hosts))?;
+            }
+            args.net = false;
+            args.netns = r.network.as_ref().and_then(|n| n.netns.clone());
+        }
+        let args = &args;
+
         let pid = match pause::spawn(&self.cfg.exe, args) {
             Ok(Ok(pid)) => pid,
             Ok(Err(msg)) => return Err(SandboxError::Pause { id, msg }),
@@ -484,7 +677,7 @@ impl Manager {
         }
         cg.add_pid(pid).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         let ns = |on: bool, name: &str| on.then(|| PathBuf::from(format!("/proc/{pid}/ns/{name}")));
-        r.namespaces = NamespacePaths { net: ns(args.net, "net"), ipc: ns(args.ipc, "ipc"), uts: ns(args.uts, "uts"), pid: ns(args.pid, "pid") };
+        r.namespaces = NamespacePaths { net: args.netns.clone().or_else(|| ns(args.net, "net")), ipc: ns(args.ipc, "ipc"), uts: ns(args.uts, "uts"), pid: ns(args.pid, "pid") };
         r.state = SandboxState::Ready;
         self.save(r)
     }
@@ -492,6 +685,7 @@ impl Manager {
     /// Removes what `run` made, once the pause is gone.
     fn cleanup(&self, r: &SandboxRecord) -> Result<()> {
         let id = &r.id;
+        self.teardown_network(id)?;
         if r.shm_mounted {
             unmount(&r.shm).map_err(io_err(id, &r.shm))?;
         }
@@ -533,8 +727,10 @@ impl Manager {
     }
 
     /// Stops a sandbox: ends the pause (SIGTERM, SIGKILL after
-    /// [`STOP_GRACE`]), unmounts its shm and marks it NOTREADY. An unknown
-    /// or already stopped sandbox is fine.
+    /// [`STOP_GRACE`]), unmounts its shm, marks it NOTREADY, then deletes
+    /// its network (CNI DEL, the namespace removed), as containerd does. An
+    /// unknown or already stopped sandbox is fine; a failed DEL is retried
+    /// by the next stop or remove.
     pub fn stop(&self, id: &str) -> Result<()> {
         let mut r = match self.record(id) {
             Ok(r) => r,
@@ -548,10 +744,14 @@ impl Manager {
             unmount(&r.shm).map_err(io_err(id, &r.shm))?;
         }
         if r.state != SandboxState::NotReady {
+            // Under the network lock: teardown saves the record too.
+            let lock = self.net_lock(id);
+            let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            r = self.record(id)?;
             r.state = SandboxState::NotReady;
             self.save(&r)?;
         }
-        Ok(())
+        self.teardown_network(id)
     }
 
     /// Removes a sandbox, stopping it first: no pause, mount, cgroup or
@@ -563,7 +763,35 @@ impl Manager {
             Err(e) => return Err(e),
         };
         self.stop(id)?;
-        self.cleanup(&r)
+        self.cleanup(&r)?;
+        self.net_locks.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        Ok(())
+    }
+
+    /// Whether pods can get networking now (CRI NetworkReady).
+    pub fn network_status(&self) -> std::result::Result<(), CniError> {
+        match &self.network {
+            Some(n) => n.status(),
+            None => Ok(()),
+        }
+    }
+
+    /// CNI CHECK of a ready sandbox's networks.
+    pub fn check_network(&self, id: &str) -> Result<()> {
+        let st = self.status(id)?;
+        let (Some(net), Some(n)) = (&self.network, &st.record.network) else { return Ok(()) };
+        let Some(netns) = &n.netns else { return Err(SandboxError::NotReady(id.into())) };
+        let lock = self.net_lock(id);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        net.check(id, netns, &n.attachments).map_err(|source| SandboxError::Network { id: id.into(), source: Box::new(source) })
+    }
+
+    /// The cached CNI ADD results of a sandbox's networks.
+    pub fn network_results(&self, id: &str) -> Vec<(Attachment, Option<serde_json::Value>)> {
+        match (&self.network, self.record(id).ok().and_then(|r| r.network)) {
+            (Some(net), Some(n)) => net.results(id, &n.attachments),
+            _ => Vec::new(),
+        }
     }
 
     /// The namespaces containers of the sandbox join. Fails unless READY:

@@ -1,7 +1,8 @@
 //! The pause process: the berth binary re-executed as `berth pause ...`,
 //! holding a pod sandbox's namespaces. No image, no tokio, no threads.
 //!
-//! The process started by [`spawn`] unshares the requested namespaces, sets
+//! The process started by [`spawn`] joins the pod's network namespace when
+//! one is given (`--netns`), unshares the requested namespaces, sets
 //! the hostname, brings `lo` up and writes the sysctls, then forks: the
 //! child (PID 1 of the new PID namespace when `--pid` is given) detaches and
 //! waits in `pause()`; the parent reports `ok <child host pid>` (or
@@ -24,8 +25,11 @@ pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct PauseArgs {
     /// Create a network namespace (and bring `lo` up in it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "netns")]
     pub net: bool,
+    /// Join this network namespace (a bind-mounted nsfs file) and bring `lo` up in it.
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<std::path::PathBuf>,
     /// Create an IPC namespace.
     #[arg(long)]
     pub ipc: bool,
@@ -51,6 +55,10 @@ impl PauseArgs {
             if on {
                 a.push(flag.into());
             }
+        }
+        if let Some(p) = &self.netns {
+            a.push("--netns".into());
+            a.push(p.into());
         }
         if let Some(h) = &self.hostname {
             a.push("--hostname".into());
@@ -144,6 +152,10 @@ pub fn interface_is_up(name: &str) -> io::Result<bool> {
 
 /// Everything done in the new namespaces before the pause forks.
 fn setup(args: &PauseArgs) -> Result<(), String> {
+    if let Some(p) = &args.netns {
+        let f = fs::File::open(p).map_err(|e| format!("opening network namespace {}: {e}", p.display()))?;
+        nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining network namespace {}: {e}", p.display()))?;
+    }
     nix::sched::unshare(args.clone_flags()).map_err(|e| format!("unshare {:?}: {e}", args.clone_flags()))?;
     if let Some(h) = args.hostname.as_deref().filter(|h| !h.is_empty()) {
         if !args.uts {
@@ -151,7 +163,7 @@ fn setup(args: &PauseArgs) -> Result<(), String> {
         }
         nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
-    if args.net {
+    if args.net || args.netns.is_some() {
         interface_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
     }
     for kv in &args.sysctls {
@@ -263,7 +275,8 @@ mod tests {
         }
         use clap::Parser;
         let a = PauseArgs {
-            net: true,
+            net: false,
+            netns: Some("/run/berth/netns/abc".into()),
             ipc: false,
             uts: true,
             pid: true,

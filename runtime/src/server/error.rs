@@ -53,6 +53,11 @@ pub fn sandbox(e: crate::sandbox::SandboxError) -> Status {
         E::NotReady(_) => Code::FailedPrecondition,
         E::Pause { .. } => Code::Unknown,
         E::Cgroup { .. } | E::Io { .. } => Code::Internal,
+        // No usable configuration or plugin: the node is not ready for pods.
+        E::NetworkNotReady(_) => Code::FailedPrecondition,
+        E::Network { source, .. } if source.is_not_ready() => Code::FailedPrecondition,
+        // A plugin failed (containerd answers Unknown too).
+        E::Network { .. } => Code::Unknown,
     };
     Status::new(code, e.to_string())
 }

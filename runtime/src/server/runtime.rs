@@ -36,13 +36,22 @@ impl RuntimeService for RuntimeServer {
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
         let verbose = req.into_inner().verbose;
+        let sb = self.sandboxes.clone();
+        let network = tokio::task::spawn_blocking(move || sb.network_status()).await.map_err(|e| Status::internal(e.to_string()))?;
         let conditions = vec![
             condition("RuntimeReady", true, "", ""),
-            condition("NetworkReady", false, "NetworkPluginNotReady", "CNI networking is not configured yet"),
+            match &network {
+                Ok(()) => condition("NetworkReady", true, "", ""),
+                Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", &format!("Network plugin returns error: {e}")),
+            },
         ];
         let mut info = std::collections::HashMap::new();
         if verbose {
-            info.insert("config".to_string(), serde_json::json!({ "runtimeName": RUNTIME_NAME, "cgroupDriver": "cgroupfs" }).to_string());
+            let cni = self.sandboxes.network().map(|n| {
+                let o = n.options();
+                serde_json::json!({ "confDir": o.conf_dir, "pluginDirs": o.plugin_dirs, "bridge": o.bridge, "podCIDR": n.pod_cidr() })
+            });
+            info.insert("config".to_string(), serde_json::json!({ "runtimeName": RUNTIME_NAME, "cgroupDriver": "cgroupfs", "cni": cni }).to_string());
         }
         let handlers = ["builtin", "runc", "crun"]
             .iter()
@@ -65,7 +74,11 @@ impl RuntimeService for RuntimeServer {
         }))
     }
 
-    async fn update_runtime_config(&self, _req: Request<cri::UpdateRuntimeConfigRequest>) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+    async fn update_runtime_config(&self, req: Request<cri::UpdateRuntimeConfigRequest>) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = req.into_inner().runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).unwrap_or_default();
+        if let Some(net) = self.sandboxes.network() {
+            net.set_pod_cidr(&cidr).map_err(|e| Status::invalid_argument(format!("runtime_config.network_config.pod_cidr: {e}")))?;
+        }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
@@ -87,7 +100,10 @@ impl RuntimeService for RuntimeServer {
 
     async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(sandbox::status(&self.sandboxes, &req.pod_sandbox_id, req.verbose)?))
+        // Verbose status runs CNI CHECK: off the async workers.
+        let sb = self.sandboxes.clone();
+        let res = tokio::task::spawn_blocking(move || sandbox::status(&sb, &req.pod_sandbox_id, req.verbose)).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(res?))
     }
 
     async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Result<Response<cri::ListPodSandboxResponse>, Status> {

@@ -64,12 +64,17 @@ pub fn status(sb: &Sandboxes, key: &str, verbose: bool) -> Result<cri::PodSandbo
     let sid = sb.resolve(id(key)?).map_err(error::sandbox)?;
     let st = sb.status(&sid).map_err(error::sandbox)?;
     let r = &st.record;
+    let ips = r.network.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
+    let network = cri::PodSandboxNetworkStatus {
+        ip: ips.first().cloned().unwrap_or_default(),
+        additional_ips: ips.iter().skip(1).map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+    };
     let status = cri::PodSandboxStatus {
         id: r.id.clone(),
         metadata: r.config.metadata.clone(),
         state: st.state.to_cri() as i32,
         created_at: r.created_at,
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(network),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace { options: Some(sandbox::namespace_options(&r.config)) }),
         }),
@@ -79,7 +84,13 @@ pub fn status(sb: &Sandboxes, key: &str, verbose: bool) -> Result<cri::PodSandbo
     };
     let mut info = std::collections::HashMap::new();
     if verbose {
-        info.insert("info".to_string(), serde_json::json!({ "pid": r.pid, "record": r }).to_string());
+        // The CNI results, and a CNI CHECK of a ready sandbox's networks.
+        let cni: Vec<_> = sb.network_results(&sid).into_iter().map(|(a, res)| serde_json::json!({ "network": a.network, "ifname": a.ifname, "result": res })).collect();
+        let check = match (&r.network, st.state) {
+            (Some(_), SandboxState::Ready) => Some(sb.check_network(&sid).map_or_else(|e| e.to_string(), |()| "ok".into())),
+            _ => None,
+        };
+        info.insert("info".to_string(), serde_json::json!({ "pid": r.pid, "record": r, "cniResults": cni, "networkCheck": check }).to_string());
     }
     Ok(cri::PodSandboxStatusResponse { status: Some(status), info, ..Default::default() })
 }

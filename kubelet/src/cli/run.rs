@@ -1,0 +1,324 @@
+//! `berth run`: runs Pod manifests on this machine in the foreground (or as a
+//! daemon with `--detach`), serving the local API the kubectl-like commands use.
+
+use berth_kubelet::api::{self, ApplyRequest, Info};
+use berth_kubelet::engine::cri::Cri;
+use berth_kubelet::engine::objects::Objects;
+use berth_kubelet::engine::{EngineConfig, PodManager};
+use berth_kubelet::manifest;
+use berth_runtime::Config;
+use clap::Args;
+use k8s_openapi::api::core::v1::Pod;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Manifest files (YAML or JSON, multi-document) with Pods, ConfigMaps and Secrets.
+    files: Vec<PathBuf>,
+    /// Watch a directory of manifests like kubelet's static pod path: added,
+    /// changed and removed files create, replace and delete pods.
+    #[arg(long)]
+    manifest_dir: Option<PathBuf>,
+    /// Start in the background and return once the pods are accepted.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Drive this CRI endpoint (e.g. unix:///run/containerd/containerd.sock)
+    /// instead of Berth's in-process runtime.
+    #[arg(long)]
+    runtime_endpoint: Option<String>,
+    /// First restart back-off in seconds (doubles up to --restart-backoff-max).
+    #[arg(long, default_value_t = 10.0)]
+    restart_backoff_base: f64,
+    /// Longest restart back-off in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    restart_backoff_max: f64,
+    /// CRI runtime handler for the pods' sandboxes (runc, crun; default: built-in).
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
+    /// Set by --detach for the background process.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+/// Paths of a state root's sockets.
+pub fn api_socket(cfg: &Config) -> PathBuf {
+    cfg.run_root.join("api.sock")
+}
+
+fn cri_socket(cfg: &Config) -> PathBuf {
+    cfg.run_root.join("berth.sock")
+}
+
+/// Loads manifests; prints every error and returns what is valid.
+fn load(paths: &[PathBuf]) -> (ApplyRequest, usize) {
+    let loaded = manifest::load_paths(paths);
+    let mut errors = 0;
+    for e in loaded.all_errors() {
+        eprintln!("error: {e}");
+        errors += 1;
+    }
+    let pods = loaded.valid_pods().cloned().collect();
+    (ApplyRequest { pods, config_maps: loaded.config_maps, secrets: loaded.secrets }, errors)
+}
+
+fn store_objects(objects: &Objects, req: &ApplyRequest) {
+    for cm in &req.config_maps {
+        objects.put_config_map(cm.clone());
+    }
+    for s in &req.secrets {
+        objects.put_secret(s.clone());
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or(""))
+}
+
+pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    if args.files.is_empty() && args.manifest_dir.is_none() {
+        anyhow::bail!("nothing to run: give manifest files or --manifest-dir");
+    }
+    let (req, errors) = load(&args.files);
+    let api_sock = api_socket(&cfg);
+    // A daemon already runs on this root: hand the pods to it.
+    if !args.daemon_child {
+        if let Ok(info) = api::Client::new(&api_sock).info().await {
+            if args.manifest_dir.is_some() {
+                anyhow::bail!("berth is already running on {} (pid {}); stop it before watching a manifest dir", cfg.root.display(), info.pid);
+            }
+            let started = api::Client::new(&api_sock).apply(&req).await?;
+            for p in started {
+                println!("pod/{p} created");
+            }
+            return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        }
+    }
+    if args.detach {
+        return detach(&cfg, &config_path, &args, &exe, &req, errors).await;
+    }
+
+    std::fs::create_dir_all(&cfg.root)?;
+    let services;
+    let cri = match &args.runtime_endpoint {
+        Some(ep) => {
+            services = None;
+            Cri::connect(ep).await?
+        }
+        None => {
+            let s = Arc::new(berth_runtime::server::Services::open(&cfg, exe.clone()).await?);
+            let cri = Cri::in_process(&s).await?;
+            services = Some(s);
+            cri
+        }
+    };
+    // The runtime's CRI socket, for `berth exec` and crictl.
+    let (cri_stop_tx, cri_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cri_task = services.clone().map(|s| {
+        let sock = cri_socket(&cfg);
+        tokio::spawn(async move {
+            if let Err(e) = s.serve(&sock, async { let _ = cri_stop_rx.await; }).await {
+                tracing::error!("CRI socket: {e:#}");
+            }
+        })
+    });
+
+    let mut ecfg = EngineConfig::new(&cfg.root);
+    ecfg.backoff.base = Duration::from_secs_f64(args.restart_backoff_base.max(0.001));
+    ecfg.backoff.max = Duration::from_secs_f64(args.restart_backoff_max.max(args.restart_backoff_base));
+    ecfg.runtime_handler = args.runtime_handler.clone();
+    let objects = Objects::default();
+    let mgr = PodManager::new(cri, ecfg.clone(), objects.clone());
+
+    let info = Info {
+        pid: std::process::id(),
+        cri_socket: match &args.runtime_endpoint {
+            Some(ep) => ep.strip_prefix("unix://").unwrap_or(ep).to_string(),
+            None => cri_socket(&cfg).display().to_string(),
+        },
+        log_root: ecfg.log_root.display().to_string(),
+        node_name: ecfg.node_name.clone(),
+    };
+    let apply: api::Apply = {
+        let mgr = mgr.clone();
+        let objects = objects.clone();
+        Arc::new(move |req: ApplyRequest| {
+            let mgr = mgr.clone();
+            let objects = objects.clone();
+            Box::pin(async move {
+                store_objects(&objects, &req);
+                let mut started = Vec::new();
+                for p in req.pods {
+                    started.push(pod_key(&p));
+                    mgr.apply(p).await;
+                }
+                started
+            })
+        })
+    };
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let api_task = api::serve(&api_sock, mgr.clone(), info, api::Hooks { apply, shutdown: stop.clone() }).await?;
+
+    store_objects(&objects, &req);
+    for p in req.pods.clone() {
+        mgr.apply(p).await;
+    }
+    let watcher = match &args.manifest_dir {
+        Some(dir) => Some(tokio::spawn(watch_dir(dir.clone(), mgr.clone(), objects.clone()))),
+        None => None,
+    };
+    // Adopt what runs for these pods; remove what belongs to pods no longer configured.
+    if args.manifest_dir.is_none() {
+        if let Err(e) = mgr.remove_orphans().await {
+            tracing::warn!("removing orphaned sandboxes: {e:#}");
+        }
+    }
+
+    let display = if args.daemon_child { None } else { Some(tokio::spawn(show_changes(mgr.clone()))) };
+    tokio::select! {
+        _ = super::shutdown_signal() => {}
+        _ = stop.notified() => {}
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(d) = display {
+        d.abort();
+    }
+    eprintln!("terminating pods...");
+    mgr.shutdown(None).await;
+    api_task.abort();
+    let _ = cri_stop_tx.send(());
+    if let Some(t) = cri_task {
+        let _ = t.await;
+    }
+    if let Some(s) = services {
+        s.shutdown();
+    }
+    // Last: `berth stop` waits for this socket to go away.
+    let _ = std::fs::remove_file(&api_sock);
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Prints a line whenever a pod's READY, STATUS or RESTARTS changes, like
+/// `kubectl get pods -w`.
+async fn show_changes(mgr: Arc<PodManager>) {
+    let mut rx = mgr.shared.changed.subscribe();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    let mut header = false;
+    loop {
+        let pods = mgr.list();
+        for p in &pods {
+            let row = berth_kubelet::output::pod_row(p, berth_kubelet::output::Timestamp::now());
+            let key = pod_key(p);
+            let shown = format!("{}\t{}\t{}", row.ready, row.status, row.restarts);
+            if last.get(&key) != Some(&shown) {
+                if !header {
+                    println!("{:<30} {:<7} {:<24} {:<10}", "NAME", "READY", "STATUS", "RESTARTS");
+                    header = true;
+                }
+                println!("{:<30} {:<7} {:<24} {:<10}", row.name, row.ready, row.status, row.restarts);
+                last.insert(key, shown);
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Keeps the pods in line with a manifest directory.
+async fn watch_dir(dir: PathBuf, mgr: Arc<PodManager>, objects: Objects) {
+    let mut watcher = match manifest::ManifestWatcher::new(&dir, manifest::WatchOptions::default()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: watching {}: {e}", dir.display());
+            return;
+        }
+    };
+    // Pods by the file they came from.
+    let mut by_file: std::collections::HashMap<PathBuf, Vec<Pod>> = Default::default();
+    while let Some(ev) = watcher.next().await {
+        match ev {
+            manifest::ManifestEvent::Added { path, loaded } | manifest::ManifestEvent::Changed { path, loaded } => {
+                for e in loaded.all_errors() {
+                    eprintln!("error: {e}");
+                }
+                let new: Vec<Pod> = loaded.valid_pods().cloned().collect();
+                for cm in loaded.config_maps {
+                    objects.put_config_map(cm);
+                }
+                for s in loaded.secrets {
+                    objects.put_secret(s);
+                }
+                let old = by_file.remove(&path).unwrap_or_default();
+                for o in &old {
+                    let uid = o.metadata.uid.clone().unwrap_or_default();
+                    if !new.iter().any(|n| n.metadata.uid.as_deref() == Some(uid.as_str())) {
+                        mgr.delete_uid(&uid, None).await;
+                    }
+                }
+                for p in &new {
+                    mgr.apply(p.clone()).await;
+                }
+                by_file.insert(path, new);
+            }
+            manifest::ManifestEvent::Removed { path } => {
+                for o in by_file.remove(&path).unwrap_or_default() {
+                    mgr.delete_uid(o.metadata.uid.as_deref().unwrap_or(""), None).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts `berth run` in the background and waits until it serves its API.
+async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, exe: &Path, req: &ApplyRequest, errors: usize) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(&cfg.root)?;
+    let log_path = cfg.root.join("berth-run.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut cmd = std::process::Command::new(exe);
+    // Global flags travel through the environment clap reads them from.
+    if config_path.exists() {
+        cmd.env("BERTH_CONFIG", std::fs::canonicalize(config_path)?);
+    }
+    cmd.env("BERTH_ROOT", &cfg.root).env("BERTH_RUN_ROOT", &cfg.run_root).env("BERTH_CGROUP_PARENT", &cfg.cgroup_parent);
+    cmd.arg("run").arg("--daemon-child");
+    for f in &args.files {
+        cmd.arg(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
+    }
+    if let Some(d) = &args.manifest_dir {
+        cmd.arg("--manifest-dir").arg(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+    }
+    if let Some(ep) = &args.runtime_endpoint {
+        cmd.arg("--runtime-endpoint").arg(ep);
+    }
+    cmd.arg("--restart-backoff-base").arg(args.restart_backoff_base.to_string());
+    cmd.arg("--restart-backoff-max").arg(args.restart_backoff_max.to_string());
+    cmd.arg("--runtime-handler").arg(&args.runtime_handler);
+    cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.current_dir("/");
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let client = api::Client::new(&api_socket(cfg));
+    for _ in 0..300 {
+        if client.info().await.is_ok() {
+            for p in &req.pods {
+                println!("pod/{} created", p.metadata.name.as_deref().unwrap_or(""));
+            }
+            println!("berth is running in the background (pid {}, log {})", child.id(), log_path.display());
+            return Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("berth did not come up; see {}", log_path.display())
+}

@@ -1,0 +1,248 @@
+//! Kubernetes Pod spec → CRI sandbox and container configs, the way kubelet
+//! builds them (labels, annotations, log paths, namespaces, resources,
+//! security context).
+
+use super::quantity;
+use cri_proto::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use std::collections::HashMap;
+
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub const ANN_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+pub const ANN_HASH: &str = "io.kubernetes.container.hash";
+pub const ANN_TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+pub const ANN_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
+
+pub fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or("")
+}
+
+pub fn pod_namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+pub fn pod_uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or("")
+}
+
+pub fn spec(pod: &Pod) -> &PodSpec {
+    static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+}
+
+pub fn host_network(pod: &Pod) -> bool {
+    spec(pod).host_network == Some(true)
+}
+
+/// Kubelet's log directory of a pod: `<root>/<ns>_<name>_<uid>`.
+pub fn log_directory(log_root: &std::path::Path, pod: &Pod) -> String {
+    log_root.join(format!("{}_{}_{}", pod_namespace(pod), pod_name(pod), pod_uid(pod))).display().to_string()
+}
+
+fn pod_labels(pod: &Pod) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+    l.insert(LABEL_POD_NAME.into(), pod_name(pod).into());
+    l.insert(LABEL_POD_NAMESPACE.into(), pod_namespace(pod).into());
+    l.insert(LABEL_POD_UID.into(), pod_uid(pod).into());
+    l
+}
+
+/// The sandbox config of attempt `attempt` of the pod.
+pub fn sandbox_config(pod: &Pod, attempt: u32, log_root: &std::path::Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+    let s = spec(pod);
+    let hostname = if host_network(pod) {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        s.hostname.clone().unwrap_or_else(|| pod_name(pod).chars().take(63).collect())
+    };
+    let dns_config = match s.dns_policy.as_deref() {
+        Some("None") => s.dns_config.as_ref().map(|d| cri::DnsConfig {
+            servers: d.nameservers.clone().unwrap_or_default(),
+            searches: d.searches.clone().unwrap_or_default(),
+            options: d.options.iter().flatten().map(|o| match &o.value {
+                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            }).collect(),
+        }),
+        // No cluster DNS in standalone mode: the host's resolv.conf (kubelet's fallback).
+        _ => None,
+    };
+    let port_mappings = s
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| cri::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => cri::Protocol::Udp as i32,
+                Some("SCTP") => cri::Protocol::Sctp as i32,
+                _ => cri::Protocol::Tcp as i32,
+            },
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or(0),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let psc = s.security_context.as_ref();
+    let ns_mode = |host: Option<bool>, pod_level: cri::NamespaceMode| if host == Some(true) { cri::NamespaceMode::Node as i32 } else { pod_level as i32 };
+    let namespace_options = cri::NamespaceOption {
+        network: ns_mode(s.host_network, cri::NamespaceMode::Pod),
+        pid: if s.host_pid == Some(true) {
+            cri::NamespaceMode::Node as i32
+        } else if s.share_process_namespace == Some(true) {
+            cri::NamespaceMode::Pod as i32
+        } else {
+            cri::NamespaceMode::Container as i32
+        },
+        ipc: ns_mode(s.host_ipc, cri::NamespaceMode::Pod),
+        ..Default::default()
+    };
+    let sysctls = psc.and_then(|p| p.sysctls.as_ref()).into_iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect();
+    let mut annotations: HashMap<String, String> = pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect();
+    annotations.insert("kubernetes.io/config.source".into(), "file".into());
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: pod_name(pod).into(), uid: pod_uid(pod).into(), namespace: pod_namespace(pod).into(), attempt }),
+        hostname,
+        log_directory: log_directory(log_root, pod),
+        dns_config,
+        port_mappings,
+        labels: pod_labels(pod),
+        annotations,
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.into(),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options),
+                run_as_user: psc.and_then(|p| p.run_as_user).map(|v| cri::Int64Value { value: v }),
+                run_as_group: psc.and_then(|p| p.run_as_group).map(|v| cri::Int64Value { value: v }),
+                supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+                seccomp: Some(seccomp(psc.and_then(|p| p.seccomp_profile.as_ref()))),
+                ..Default::default()
+            }),
+            sysctls,
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// Seccomp from the Kubernetes profile; RuntimeDefault when unset (kubelet's
+/// `seccompDefault: true`).
+fn seccomp(p: Option<&k8s_openapi::api::core::v1::SeccompProfile>) -> cri::SecurityProfile {
+    use cri::security_profile::ProfileType;
+    match p.map(|p| p.type_.as_str()) {
+        Some("Unconfined") => cri::SecurityProfile { profile_type: ProfileType::Unconfined as i32, localhost_ref: String::new() },
+        Some("Localhost") => cri::SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: p.and_then(|p| p.localhost_profile.clone()).unwrap_or_default(),
+        },
+        _ => cri::SecurityProfile { profile_type: ProfileType::RuntimeDefault as i32, localhost_ref: String::new() },
+    }
+}
+
+/// Linux resources of a container from its requests and limits.
+pub fn resources(c: &Container, oom_score_adj: i64) -> cri::LinuxContainerResources {
+    let res = c.resources.as_ref();
+    let get = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| m.and_then(|m| m.get(k)).cloned();
+    let req_cpu = get(res.and_then(|r| r.requests.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
+    let lim_cpu = get(res.and_then(|r| r.limits.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
+    let lim_mem = get(res.and_then(|r| r.limits.as_ref()), "memory").and_then(|q| quantity::value(&q));
+    // Requests default to limits, as the apiserver defaults them.
+    let shares = req_cpu.or(lim_cpu).map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
+    let (period, quota) = match lim_cpu {
+        Some(m) => (100_000, (m * 100_000 / 1000).max(1000)),
+        None => (0, 0),
+    };
+    cri::LinuxContainerResources {
+        cpu_period: period,
+        cpu_quota: quota,
+        cpu_shares: shares,
+        memory_limit_in_bytes: lim_mem.unwrap_or(0),
+        oom_score_adj,
+        ..Default::default()
+    }
+}
+
+/// Inputs of a container config that come from outside the spec.
+pub struct ContainerInputs {
+    pub attempt: u32,
+    pub image: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<cri::Mount>,
+    pub oom_score_adj: i64,
+}
+
+/// The CRI config of one container of the pod.
+pub fn container_config(pod: &Pod, c: &Container, inp: ContainerInputs) -> cri::ContainerConfig {
+    let vars: std::collections::BTreeMap<&str, &str> = inp.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| super::env::expand(s, &vars)).collect::<Vec<_>>();
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_POD_NAME.to_string(), pod_name(pod).to_string());
+    labels.insert(LABEL_POD_NAMESPACE.to_string(), pod_namespace(pod).to_string());
+    labels.insert(LABEL_POD_UID.to_string(), pod_uid(pod).to_string());
+    labels.insert(LABEL_CONTAINER_NAME.to_string(), c.name.clone());
+    let mut annotations = HashMap::new();
+    annotations.insert(ANN_RESTART_COUNT.to_string(), inp.attempt.to_string());
+    annotations.insert(ANN_HASH.to_string(), container_hash(c));
+    annotations.insert(ANN_TERMINATION_MESSAGE_PATH.to_string(), c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into()));
+    annotations.insert(ANN_GRACE.to_string(), spec(pod).termination_grace_period_seconds.unwrap_or(30).to_string());
+    let sc = c.security_context.as_ref();
+    let psc = spec(pod).security_context.as_ref();
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let privileged = sc.and_then(|s| s.privileged) == Some(true);
+    let security_context = cri::LinuxContainerSecurityContext {
+        capabilities: caps.map(|c| cri::Capability {
+            add_capabilities: c.add.clone().unwrap_or_default(),
+            drop_capabilities: c.drop.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        privileged,
+        namespace_options: None,
+        run_as_user: sc.and_then(|s| s.run_as_user).or(psc.and_then(|p| p.run_as_user)).map(|v| cri::Int64Value { value: v }),
+        run_as_group: sc.and_then(|s| s.run_as_group).or(psc.and_then(|p| p.run_as_group)).map(|v| cri::Int64Value { value: v }),
+        readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
+        supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+        no_new_privs: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        seccomp: Some(seccomp(sc.and_then(|s| s.seccomp_profile.as_ref()).or(psc.and_then(|p| p.seccomp_profile.as_ref())))),
+        ..Default::default()
+    };
+    let mut sec = security_context;
+    sec.namespace_options = Some(cri::NamespaceOption {
+        network: if host_network(pod) { cri::NamespaceMode::Node as i32 } else { cri::NamespaceMode::Pod as i32 },
+        pid: if spec(pod).host_pid == Some(true) {
+            cri::NamespaceMode::Node as i32
+        } else if spec(pod).share_process_namespace == Some(true) {
+            cri::NamespaceMode::Pod as i32
+        } else {
+            cri::NamespaceMode::Container as i32
+        },
+        ipc: if spec(pod).host_ipc == Some(true) { cri::NamespaceMode::Node as i32 } else { cri::NamespaceMode::Pod as i32 },
+        ..Default::default()
+    });
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: inp.attempt }),
+        image: Some(cri::ImageSpec { image: inp.image, ..Default::default() }),
+        command: expand_all(&c.command),
+        args: expand_all(&c.args),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: inp.envs.iter().map(|(k, v)| cri::KeyValue { key: k.clone(), value: v.clone().into() }).collect(),
+        mounts: inp.mounts,
+        labels,
+        annotations,
+        log_path: format!("{}/{}.log", c.name, inp.attempt),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
+        linux: Some(cri::LinuxContainerConfig { resources: Some(resources(c, inp.oom_score_adj)), security_context: Some(sec) }),
+        ..Default::default()
+    }
+}
+
+/// A hash of the container spec: a change means the container is replaced.
+pub fn container_hash(c: &Container) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(serde_json::to_vec(c).unwrap_or_default());
+    hex::encode(&d[..8])
+}
