@@ -7,6 +7,7 @@ packages=(
   busybox-static            # test images are built from /bin/busybox
   docker-registry           # the tests' local OCI registry
   runc crun                 # OCI runtime handlers
+  containerd                # hack/bench.sh compares `berth cri` with containerd's CRI plugin
   containernetworking-plugins iproute2 iptables
   util-linux procps kmod
   jq                        # hack/bench.sh edits the bundle config
@@ -14,6 +15,8 @@ packages=(
 )
 
 missing=()
+containerd_was_installed=0
+dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -q 'install ok installed' && containerd_was_installed=1
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
@@ -26,6 +29,11 @@ fi
 # The Debian docker-registry service is not wanted: tests start their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+# Nor the containerd service that installing the package just started (the
+# benchmark starts its own); one that was there before is left alone.
+if ((containerd_was_installed == 0)) && command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
+  systemctl disable --now containerd >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo >/dev/null; then

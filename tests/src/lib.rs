@@ -342,15 +342,7 @@ impl CriServer {
 
     /// A gRPC channel to the server's socket.
     pub async fn channel(&self) -> tonic::transport::Channel {
-        let path = self.socket.clone();
-        tonic::transport::Endpoint::try_from("http://[::1]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .expect("connect to berth cri")
+        connect_unix(&self.socket).await.expect("connect to berth cri")
     }
 
     /// The server's log so far.
@@ -399,6 +391,18 @@ impl Drop for CriServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A gRPC channel to a CRI server on a unix socket.
+pub async fn connect_unix(socket: &Path) -> Result<tonic::transport::Channel> {
+    let path = socket.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::1]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))
 }
 
 /// The busybox test image's name in [`CriServer::start_with_busybox`].

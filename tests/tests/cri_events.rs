@@ -227,3 +227,113 @@ fn exit_after_restart_is_an_event() {
     drop(server);
     remove_cgroup_parent(&parent);
 }
+
+/// The pause process's host pid, from the verbose PodSandboxStatus.
+async fn pause_pid(rt: &mut RuntimeServiceClient<tonic::transport::Channel>, sid: &str) -> i32 {
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sid.into(), verbose: true }).await.unwrap().into_inner();
+    let pid = serde_json::from_str::<serde_json::Value>(&st.info["info"]).unwrap()["pid"].as_i64().unwrap();
+    assert!(pid > 0, "{st:#?}");
+    pid as i32
+}
+
+async fn sandbox_state(rt: &mut RuntimeServiceClient<tonic::transport::Channel>, sid: &str) -> cri::PodSandboxState {
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sid.into(), verbose: false }).await.unwrap().into_inner();
+    cri::PodSandboxState::try_from(st.status.unwrap().state).unwrap()
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// A pause process that dies on its own (killed by pid, no RPC): a STOPPED
+/// event for the sandbox with its NOTREADY status, and STOPPED for the
+/// container in the pod's PID namespace, which dies with its PID 1. The same
+/// for a sandbox that was running before a daemon restart. StopPodSandbox
+/// afterwards adds no second STOPPED.
+#[test]
+fn pause_death_is_a_sandbox_event() {
+    require_root();
+    let mut server = CriServer::start_with_busybox();
+    let parent = format!("/berth-events-pause-{}", std::process::id());
+    let pod1 = pod("pause-death", &parent);
+    let pod2 = pod("pause-death-restart", &parent);
+    let sid2 = block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let mut events = RuntimeServiceClient::new(server.channel().await)
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let sid = run_pod(&mut rt, &pod1).await;
+        expect(&mut events, Kind::ContainerCreatedEvent, &sid).await;
+        expect(&mut events, Kind::ContainerStartedEvent, &sid).await;
+        let cid = create(&mut rt, &sid, &pod1, ctr("sleep 300")).await;
+        expect(&mut events, Kind::ContainerCreatedEvent, &cid).await;
+        rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();
+        expect(&mut events, Kind::ContainerStartedEvent, &cid).await;
+        assert_eq!(sandbox_state(&mut rt, &sid).await, cri::PodSandboxState::SandboxReady);
+
+        sigkill(pause_pid(&mut rt, &sid).await);
+        // Both STOPPED events, in either order.
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let ev = next(&mut events, 15).await;
+            assert_eq!(Kind::try_from(ev.container_event_type).unwrap(), Kind::ContainerStoppedEvent, "{ev:#?}");
+            let ps = ev.pod_sandbox_status.clone().expect("pod sandbox status");
+            assert_eq!(ps.id, sid);
+            if ev.container_id == sid {
+                assert_eq!(ps.state, cri::PodSandboxState::SandboxNotready as i32, "{ev:#?}");
+                assert_eq!(ps.metadata.as_ref().unwrap().name, "pause-death");
+            } else {
+                assert_eq!(ev.container_id, cid);
+                assert_eq!(state(&ev.containers_statuses[0]), cri::ContainerState::ContainerExited);
+            }
+            seen.push(ev.container_id);
+        }
+        seen.sort();
+        let mut want = vec![sid.clone(), cid.clone()];
+        want.sort();
+        assert_eq!(seen, want);
+        assert_eq!(sandbox_state(&mut rt, &sid).await, cri::PodSandboxState::SandboxNotready);
+        let filter = cri::PodSandboxFilter { state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 }), ..Default::default() };
+        let listed = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await.unwrap().into_inner().items;
+        assert_eq!(listed.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec![sid.as_str()]);
+        // A container cannot be created in it any more.
+        let err = rt
+            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(ctr("true")), sandbox_config: Some(pod1.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+        // What kubelet does next: stopp (no second STOPPED), rm, rmp.
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
+        expect(&mut events, Kind::ContainerDeletedEvent, &cid).await;
+        expect(&mut events, Kind::ContainerDeletedEvent, &sid).await;
+        expect_quiet(&mut events).await;
+
+        run_pod(&mut rt, &pod2).await
+    });
+    server.kill9();
+    server.restart();
+    block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let mut events = RuntimeServiceClient::new(server.channel().await)
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(sandbox_state(&mut rt, &sid2).await, cri::PodSandboxState::SandboxReady);
+        sigkill(pause_pid(&mut rt, &sid2).await);
+        let ev = expect(&mut events, Kind::ContainerStoppedEvent, &sid2).await;
+        assert_eq!(ev.pod_sandbox_status.unwrap().state, cri::PodSandboxState::SandboxNotready as i32);
+        assert!(ev.containers_statuses.is_empty());
+        assert_eq!(sandbox_state(&mut rt, &sid2).await, cri::PodSandboxState::SandboxNotready);
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sid2.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sid2.clone() }).await.unwrap();
+        expect(&mut events, Kind::ContainerDeletedEvent, &sid2).await;
+        expect_quiet(&mut events).await;
+    });
+    drop(server);
+    remove_cgroup_parent(&parent);
+}

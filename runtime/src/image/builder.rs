@@ -88,6 +88,9 @@ pub struct LayerBuilder {
     gid: u64,
     mtime: u64,
     error: Option<BuildError>,
+    /// Modes of the regular files added so far: a hard link's header
+    /// carries its target's mode (containerd applies it to the inode).
+    modes: std::collections::HashMap<Vec<u8>, u32>,
 }
 
 impl Default for LayerBuilder {
@@ -113,7 +116,7 @@ fn norm(path: &str, dir: bool) -> Option<Vec<u8>> {
 impl LayerBuilder {
     pub fn new() -> Self {
         let tar = tar::Builder::new(Vec::new());
-        Self { tar, uid: 0, gid: 0, mtime: DEFAULT_MTIME, error: None }
+        Self { tar, uid: 0, gid: 0, mtime: DEFAULT_MTIME, error: None, modes: Default::default() }
     }
 
     /// Owner of the entries added after this call.
@@ -151,6 +154,7 @@ impl LayerBuilder {
 
     pub fn add_file(&mut self, path: &str, mode: u32, data: &[u8]) -> &mut Self {
         self.normal(path, false, |s, p| {
+            s.modes.insert(p.clone(), mode);
             s.add_raw(&p, EntryType::Regular, mode, None, data);
         })
     }
@@ -177,7 +181,8 @@ impl LayerBuilder {
     pub fn add_hardlink(&mut self, path: &str, target: &str) -> &mut Self {
         match norm(target, false) {
             Some(t) => self.normal(path, false, |s, p| {
-                s.add_raw(&p, EntryType::Link, 0o644, Some(&t), &[]);
+                let mode = s.modes.get(&t).copied().unwrap_or(0o644);
+                s.add_raw(&p, EntryType::Link, mode, Some(&t), &[]);
             }),
             None => {
                 self.fail(BuildError::Entry { path: target.into(), message: "empty link target".into() });
@@ -1068,6 +1073,10 @@ mod tests {
         let sh = n.iter().find(|e| e.0 == "bin/sh").unwrap();
         assert_eq!((sh.1, sh.2.as_deref()), (EntryType::Link, Some("bin/busybox")));
         assert!(n.iter().any(|e| e.0 == "tmp/"));
+        // Hard links carry their target's mode: containerd applies it to the inode.
+        let mut a = tar::Archive::new(&tar[..]);
+        let sh_mode = a.entries().unwrap().flatten().find(|e| e.path().unwrap().to_str() == Some("bin/sh")).unwrap().header().mode().unwrap();
+        assert_eq!(sh_mode & 0o7777, 0o755);
         let img = busybox_image().unwrap();
         assert_eq!(img.blobs.len(), 2);
     }

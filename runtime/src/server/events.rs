@@ -5,12 +5,16 @@
 //! handlers of the pod and container lifecycle RPCs go through the wrappers
 //! here, which publish an event after each successful call. Containers that
 //! exit on their own are noticed by a watcher task per running container
-//! that awaits the shim's pidfd ([`Containers::wait`]): no polling. The
+//! that awaits the shim's pidfd ([`Containers::wait`]): no polling. Pod
+//! sandboxes whose pause process dies on its own are noticed the same way,
+//! through a pidfd of the pause: their STOPPED event carries the sandbox's
+//! status, NOTREADY from then on (as containerd's sandbox exit events). The
 //! watchers live in a [`JoinSet`] owned by the hub and end on shutdown.
 
 use super::{container, sandbox};
 use crate::container::{ContainerError, Manager as Containers, State as CState};
-use crate::sandbox::Manager as Sandboxes;
+use crate::linux::process;
+use crate::sandbox::{Manager as Sandboxes, SandboxState};
 use cri_proto::v1 as cri;
 use cri_proto::v1::ContainerEventType as Kind;
 use std::collections::HashSet;
@@ -33,7 +37,7 @@ pub struct Events {
     /// Containers and sandboxes whose STOPPED event went out (sent once);
     /// also serialises STOPPED against DELETED.
     stopped: Mutex<HashSet<String>>,
-    /// Containers with a watcher task.
+    /// Containers and sandboxes with a watcher task.
     watched: Mutex<HashSet<String>>,
     tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
@@ -57,13 +61,18 @@ impl Events {
         })
     }
 
-    /// Watches every running container (after a daemon restart), so that
-    /// its exit produces a STOPPED event. Must run inside the runtime.
+    /// Watches every running container and every ready sandbox (after a
+    /// daemon restart), so that their exits produce STOPPED events. Must run
+    /// inside the runtime.
     pub fn recover(self: &Arc<Self>) {
-        let Ok(records) = self.containers.records() else { return };
-        for r in records {
+        for r in self.containers.records().unwrap_or_default() {
             if self.containers.status(&r.id).is_ok_and(|s| s.state == CState::Running) {
                 self.watch(&r.id);
+            }
+        }
+        for r in self.sandboxes.records().unwrap_or_default() {
+            if r.state == SandboxState::Ready {
+                self.watch_sandbox(&r.id);
             }
         }
     }
@@ -95,6 +104,46 @@ impl Events {
                 }
             }
             this.watched.lock().unwrap().remove(&id);
+        });
+    }
+
+    /// A task that publishes the sandbox's STOPPED when its pause process
+    /// exits, whoever ended it (StopPodSandbox publishes it too; it goes out once).
+    fn watch_sandbox(self: &Arc<Self>, sid: &str) {
+        let Ok(r) = self.sandboxes.record(sid) else { return };
+        if r.state != SandboxState::Ready || r.pid <= 0 {
+            return;
+        }
+        // Checked after opening the pidfd, which pins the pid: a pid reused
+        // by another process is not taken for the pause.
+        let pidfd = process::pidfd_open(r.pid).filter(|_| process::pid_alive(r.pid, Some(r.pid_start)));
+        if !self.watched.lock().unwrap().insert(sid.to_string()) {
+            return;
+        }
+        let this = self.clone();
+        let sid = sid.to_string();
+        let mut tasks = self.tasks.lock().unwrap();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let exited = async {
+                // No pidfd: the pause is gone already.
+                if let Some(fd) = pidfd {
+                    // SAFETY: the AsyncFd owns the only copy of the pidfd.
+                    match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+                        Ok(afd) => drop(afd.readable().await),
+                        Err(e) => {
+                            tracing::warn!(sandbox = %sid, error = %e, "cannot watch the pause process");
+                            return false;
+                        }
+                    }
+                }
+                true
+            };
+            tokio::select! {
+                _ = this.cancel.cancelled() => {}
+                exited = exited => if exited { this.sandbox_exited(&sid) },
+            }
+            this.watched.lock().unwrap().remove(&sid);
         });
     }
 
@@ -162,6 +211,23 @@ impl Events {
         sent.insert(id.to_string());
     }
 
+    /// STOPPED for a sandbox whose pause exited, unless it went out already
+    /// or the sandbox is being removed.
+    fn sandbox_exited(&self, sid: &str) {
+        let mut sent = self.stopped.lock().unwrap();
+        // RemovePodSandbox marks the sandbox stopped before removing it, so a
+        // missing record here means its DELETED went out: nothing to report.
+        if sent.contains(sid) || self.sandboxes.record(sid).is_err() {
+            return;
+        }
+        let ev = self.sandbox_event(Kind::ContainerStoppedEvent, sid);
+        if ev.pod_sandbox_status.as_ref().is_some_and(|s| s.state == cri::PodSandboxState::SandboxNotready as i32) {
+            tracing::info!(sandbox = %sid, "the pause process exited: sandbox not ready");
+            self.send(ev);
+            sent.insert(sid.to_string());
+        }
+    }
+
     fn sandbox_stopped(&self, sid: &str) {
         let mut sent = self.stopped.lock().unwrap();
         if sent.insert(sid.to_string()) {
@@ -220,6 +286,7 @@ pub async fn run_pod_sandbox(ev: &Arc<Events>, config: Option<cri::PodSandboxCon
     let sid = sandbox::run(&ev.sandboxes, config, handler).await?;
     ev.send(ev.sandbox_event(Kind::ContainerCreatedEvent, &sid));
     ev.send(ev.sandbox_event(Kind::ContainerStartedEvent, &sid));
+    ev.watch_sandbox(&sid);
     Ok(sid)
 }
 

@@ -6,6 +6,7 @@
 //! berth-testimage busybox --oci-archive FILE
 //! berth-testimage busybox --docker-archive FILE --tag busybox:latest
 //! berth-testimage busybox --multi-arch --push 127.0.0.1:5000/busybox:multi
+//! berth-testimage busybox --cmd sleep --cmd 2147483647 --docker-archive pause.tar --tag pause:1
 //! ```
 //!
 //! Prints the manifest (or index) digest.
@@ -70,6 +71,9 @@ struct Out {
     /// Hosts (HOST:PORT) to reach over plain HTTP besides 127.0.0.1/localhost.
     #[arg(long)]
     insecure: Vec<String>,
+    /// The image's Cmd, one argument per flag (default: sh).
+    #[arg(long = "cmd", value_name = "ARG")]
+    cmd: Vec<String>,
 }
 
 fn busybox(out: &Out, os: &str, arch: &str, variant: Option<&str>) -> Result<BuiltImage> {
@@ -79,9 +83,10 @@ fn busybox(out: &Out, os: &str, arch: &str, variant: Option<&str>) -> Result<Bui
         Comp::Zstd => Compression::Zstd,
     };
     let layer = builder::busybox_layer()?.finish(comp)?;
+    let cmd: Vec<&str> = if out.cmd.is_empty() { vec!["sh"] } else { out.cmd.iter().map(String::as_str).collect() };
     let img = builder::ImageBuilder::new()
         .layer(layer)
-        .cmd(&["sh"])
+        .cmd(&cmd)
         .env(&[builder::BUSYBOX_PATH])
         .platform(os, arch, variant)
         .docker_media_types(out.docker_media_types)
