@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks Berth against other runtimes, side by side.
 #
-#   hack/bench.sh            # everything: oci, shim, cni, cri
+#   hack/bench.sh            # everything: oci, shim, cni, cri, pods
 #   hack/bench.sh oci cri    # only those parts
 #
 # oci:  Berth's built-in OCI executor vs runc and crun (BENCH_RUNS, BENCH_WARMUP).
@@ -10,6 +10,7 @@
 # cri:  `berth cri` vs containerd's CRI plugin: pod lifecycle times and memory
 #       (BENCH_PODS, BENCH_CRI_WARMUP, BENCH_RSS_PODS; BENCH_RAW=DIR keeps
 #       every pod's phase times in DIR/<runtime>.tsv).
+# pods: standalone mode with many pods, see hack/bench-pods.sh.
 #
 # oci: every runtime does the same work per run: create -> start -> wait for exit
 # -> delete, of a busybox /bin/true container, via `<rt> run` (runc, crun and
@@ -86,9 +87,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/berth/target}
 
 parts=("$@")
-((${#parts[@]})) || parts=(oci shim cni cri)
+((${#parts[@]})) || parts=(oci shim cni cri pods)
 for p in "${parts[@]}"; do
-  [[ $p =~ ^(oci|shim|cni|cri)$ ]] || { echo "bench: unknown part $p (oci, shim, cni, cri)" >&2; exit 2; }
+  [[ $p =~ ^(oci|shim|cni|cri|pods)$ ]] || { echo "bench: unknown part $p (oci, shim, cni, cri, pods)" >&2; exit 2; }
 done
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
@@ -532,3 +533,7 @@ TOML
 fi
 
 echo "== done"
+
+if want pods; then
+  "$repo/hack/bench-pods.sh"
+fi
