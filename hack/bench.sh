@@ -532,8 +532,7 @@ TOML
   [[ -z $left ]] || echo "bench: mounts left: $left" >&2
 fi
 
-echo "== done"
-
 if want pods; then
   "$repo/hack/bench-pods.sh"
 fi
+echo "== done"
