@@ -770,3 +770,46 @@ spec:
     assert!(!s.berth(&["get", "pods"]).status.success(), "the daemon is gone");
     s.assert_clean();
 }
+
+#[test]
+fn drives_containerd() {
+    let Some(cd) = berth_tests::containerd::Containerd::start() else {
+        panic!("containerd is not installed (hack/setup.sh installs it)");
+    };
+    let mut s = Standalone::new();
+    let m = s.write(
+        "cd.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: viacd}}
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {{name: init, image: {img}, imagePullPolicy: Never, command: ["sh", "-c", "echo init > /data/order"], volumeMounts: [{{name: data, mountPath: /data}}]}}
+  containers:
+  - name: c
+    image: {img}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo app >> /data/order; echo via containerd; exec sleep 1000"]
+    readinessProbe: {{exec: {{command: ["test", "-f", "/data/order"]}}, periodSeconds: 1}}
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, emptyDir: {{}}}}]
+"#,
+            img = berth_tests::containerd::IMAGE
+        ),
+    );
+    s.start(&["--runtime-endpoint", &cd.endpoint(), m.to_str().unwrap()]);
+    let p = s.wait_pod("viacd", "ready", 90, |p| condition(p, "Ready") == "True");
+    let id = container(&p, "c")["containerID"].as_str().unwrap_or("").to_string();
+    assert!(id.starts_with("containerd://"), "{p}");
+    assert_eq!(s.berth_ok(&["exec", "viacd", "--", "cat", "/data/order"]), "init\napp\n");
+    assert_eq!(s.berth_ok(&["logs", "viacd"]), "via containerd\n");
+    let st = s.interrupt();
+    assert!(st.success(), "{}", s.output());
+    // containerd has no pods left.
+    let out = std::process::Command::new("ctr").arg("--address").arg(&cd.socket).args(["-n", "k8s.io", "containers", "ls", "-q"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "containers left: {}", String::from_utf8_lossy(&out.stdout));
+    drop(cd);
+}

@@ -44,6 +44,18 @@ fn terminal_size() -> Option<(u16, u16)> {
 
 pub async fn exec(mut cri: Cri, container_id: &str, cmd: Vec<String>, stdin: bool, tty: bool) -> anyhow::Result<ExitCode> {
     let tty = tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    if !stdin && !tty {
+        // Nothing to stream in: ExecSync works with every CRI runtime.
+        let r = cri
+            .runtime
+            .exec_sync(cri::ExecSyncRequest { container_id: container_id.to_string(), cmd, timeout: 0 })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+            .into_inner();
+        std::io::stdout().write_all(&r.stdout)?;
+        std::io::stderr().write_all(&r.stderr)?;
+        return Ok(ExitCode::from(r.exit_code.clamp(0, 255) as u8));
+    }
     let url = cri
         .runtime
         .exec(cri::ExecRequest { container_id: container_id.to_string(), cmd, tty, stdin, stdout: true, stderr: !tty })
