@@ -7,6 +7,7 @@ pub mod events;
 pub mod image;
 pub mod runtime;
 pub mod sandbox;
+pub mod spdy;
 pub mod stats;
 pub mod streaming;
 
