@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub use berth_runtime::image::builder;
 
+pub mod streaming;
+
 /// The registry binary from Debian's `docker-registry` package.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 

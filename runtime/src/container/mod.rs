@@ -378,6 +378,9 @@ impl Manager {
             executor_root: self.executor_config().root,
             binaries: self.cfg.binaries.clone(),
             berth: self.cfg.exe.clone(),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
         };
         let exe = self.cfg.exe.clone();
         let res = tokio::task::spawn_blocking(move || shim::spawn(&exe, &shim_cfg)).await.expect("shim spawn task");
@@ -546,17 +549,32 @@ impl Manager {
 
     /// The `berth exec-sync` command that runs `cmd` in a running container
     /// with no timeout (streaming `Exec`): its stdio is the caller's to set.
-    pub fn exec_command(&self, id: &str, cmd: &[String]) -> Result<tokio::process::Command> {
+    /// With `console_socket`, the process runs on a terminal whose master is
+    /// sent to that socket.
+    pub fn exec_command(&self, id: &str, cmd: &[String], console_socket: Option<&Path>) -> Result<tokio::process::Command> {
         self.check_exec(id, cmd)?;
         let st = self.status(id)?;
         let mut c = tokio::process::Command::new(&self.cfg.exe);
-        c.arg("exec-sync")
-            .arg("--executor-root")
-            .arg(self.executor_config().root)
-            .args(["--handler", &st.record.handler, "--id", id, "--timeout", "0", "--"])
-            .args(cmd)
-            .kill_on_drop(true);
+        c.arg("exec-sync").arg("--executor-root").arg(self.executor_config().root);
+        if let Some(p) = console_socket {
+            c.arg("--console-socket").arg(p);
+        }
+        c.args(["--handler", &st.record.handler, "--id", id, "--timeout", "0", "--"]).args(cmd).kill_on_drop(true);
         Ok(c)
+    }
+
+    /// The attach socket of a running container's shim (CRI `Attach`), and
+    /// whether the container has a terminal.
+    pub fn attach_socket(&self, id: &str) -> Result<(PathBuf, bool)> {
+        let st = self.status(id)?;
+        if st.state != State::Running {
+            return Err(ContainerError::BadState { id: id.into(), state: st.state.as_str(), op: "attach" });
+        }
+        let sock = self.run_path(id).join(shim::ATTACH_SOCKET);
+        if !sock.exists() {
+            return Err(ContainerError::BadState { id: id.into(), state: "running without an attach socket (started by an older shim)", op: "attach" });
+        }
+        Ok((sock, st.record.config.tty))
     }
 
     /// Asks the container's shim to reopen its log file (after rotation).

@@ -30,7 +30,7 @@ pub async fn serve(cfg: &Config, socket: &Path, exe: PathBuf, shutdown: impl std
     let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?);
     let events = events::Events::new(containers.clone(), sandboxes.clone());
     events.recover();
-    let streaming = streaming::Streaming::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), containers.clone()).await?;
+    let streaming = streaming::Streaming::start(cfg.stream_address, containers.clone()).await?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
