@@ -44,6 +44,16 @@ pub fn http_status(addr: &str, path: &str) -> Result<u16> {
     Ok(status.parse()?)
 }
 
+/// `GET path` over HTTP/1.0; returns the whole response.
+pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 impl Registry {
     /// Starts an anonymous registry; panics with the registry's log on failure.
     pub fn start() -> Registry {

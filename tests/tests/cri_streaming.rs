@@ -380,3 +380,288 @@ fn exec_over_spdy_with_and_without_a_terminal() {
     drop(server);
     pod.check_cgroups();
 }
+
+/// `a%20b+c` → `a b c` (query string decoding).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap());
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A container as the fake API server shows it.
+#[derive(Clone)]
+struct ApiContainer {
+    name: String,
+    id: String,
+    stdin: bool,
+    tty: bool,
+}
+
+/// A stand-in for the API server in front of berth, as far as kubectl
+/// exec, attach and port-forward need one: it answers GETs of the pod and
+/// turns `pods/exec`, `pods/attach` and `pods/portforward` into CRI calls,
+/// then relays the upgraded connection to the streaming URL unchanged (as
+/// the API server and kubelet do), so kubectl talks to berth's streaming
+/// server with its own SPDY and WebSocket code.
+async fn fake_api(rt: Rt, pod: String, sid: String, containers: Vec<ApiContainer>) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = l.accept().await else { return };
+            let (mut rt, pod, sid, containers) = (rt.clone(), pod.clone(), sid.clone(), containers.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = Vec::new();
+                let end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    let mut chunk = [0u8; 4096];
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let first = head.lines().next().unwrap_or_default().to_string();
+                let target = first.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let q: Vec<(String, String)> = query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_string(), unescape(v))).collect();
+                let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_default();
+                let flag = |k: &str| matches!(get(k), "true" | "1");
+                let base = format!("/api/v1/namespaces/default/pods/{pod}");
+                let json = |v: serde_json::Value| {
+                    let b = v.to_string();
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+                };
+                let ctr = || containers.iter().find(|x| x.name == get("container")).or(containers.first()).unwrap().clone();
+                let discovery = match path {
+                    "/version" => Some(serde_json::json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0"})),
+                    "/api" => Some(serde_json::json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+                    "/apis" => Some(serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
+                    "/api/v1" => Some(serde_json::json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                        {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": ["get", "list"], "shortNames": ["po"]},
+                        {"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions", "verbs": ["create", "get"]},
+                        {"name": "pods/attach", "singularName": "", "namespaced": true, "kind": "PodAttachOptions", "verbs": ["create", "get"]},
+                        {"name": "pods/portforward", "singularName": "", "namespaced": true, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]},
+                    ]})),
+                    _ => None,
+                };
+                if let Some(d) = discovery {
+                    let _ = c.write_all(json(d).as_bytes()).await;
+                    return;
+                }
+                let url = if path == base {
+                    let specs: Vec<_> = containers.iter().map(|x| serde_json::json!({"name": x.name, "image": "busybox", "stdin": x.stdin, "tty": x.tty})).collect();
+                    let statuses: Vec<_> = containers.iter().map(|x| serde_json::json!({"name": x.name, "ready": true, "restartCount": 0, "image": "busybox", "imageID": "", "state": {"running": {}}})).collect();
+                    let p = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": "default"},
+                        "spec": {"containers": specs}, "status": {"phase": "Running", "containerStatuses": statuses}});
+                    let _ = c.write_all(json(p).as_bytes()).await;
+                    return;
+                } else if path == format!("{base}/exec") {
+                    let cmd = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+                    let r = cri::ExecRequest { container_id: ctr().id, cmd, stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") };
+                    rt.exec(r).await.map(|r| r.into_inner().url)
+                } else if path == format!("{base}/attach") {
+                    let r = cri::AttachRequest { container_id: ctr().id, stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") };
+                    rt.attach(r).await.map(|r| r.into_inner().url)
+                } else if path == format!("{base}/portforward") {
+                    rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: sid, port: vec![] }).await.map(|r| r.into_inner().url)
+                } else {
+                    let _ = c.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                    eprintln!("fake API server: no {first}");
+                    return;
+                };
+                let url = match url {
+                    Ok(u) => u,
+                    Err(e) => {
+                        let m = e.message().to_string();
+                        let _ = c.write_all(format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{m}", m.len()).as_bytes()).await;
+                        return;
+                    }
+                };
+                // Relay the request, its path replaced by the streaming URL's.
+                let rest = url.strip_prefix("http://").unwrap();
+                let (host, upath) = rest.split_once('/').unwrap();
+                let mut up = tokio::net::TcpStream::connect(host).await.unwrap();
+                let method = first.split_whitespace().next().unwrap();
+                let mut req = format!("{method} /{upath} HTTP/1.1\r\n");
+                for l in head.lines().skip(1).filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("host:")) {
+                    req.push_str(l);
+                    req.push_str("\r\n");
+                }
+                req.push_str(&format!("Host: {host}\r\n\r\n"));
+                up.write_all(req.as_bytes()).await.unwrap();
+                up.write_all(&buf[end..]).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+/// `kubectl` pointed at `api`, with no kubeconfig of the machine.
+fn kubectl(api: &str, kubeconfig: &std::path::Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("kubectl");
+    c.env("KUBECONFIG", kubeconfig).arg(format!("--server=http://{api}")).arg("--namespace=default").kill_on_drop(true);
+    c
+}
+
+#[test]
+fn kubectl_exec_attach_and_port_forward() {
+    require_root();
+    // kubectl is the reference client (client-go's SPDY and WebSocket
+    // code); the project does not install it.
+    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    }
+    let server = CriServer::start_with_busybox();
+    let pod = Pod::new("kubectl");
+    let web = container("web", sh("mkdir -p /www && echo hello-kubectl > /www/index.html && exec httpd -f -p 8080 -h /www"));
+    let cat = cri::ContainerConfig { stdin: true, ..container("cat", vec!["cat".into()]) };
+    let kcfg = tempfile::tempdir().unwrap();
+    let kubeconfig = kcfg.path().join("config");
+    block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let (sid, web_id) = berth_tests::run_pod_with_container(&mut rt, &pod.config, &web).await;
+        let cat_id = start_container(&mut rt, &sid, &pod, &cat).await;
+        let api = fake_api(
+            rt.clone(),
+            "kubectl".into(),
+            sid.clone(),
+            vec![
+                ApiContainer { name: "web".into(), id: web_id.clone(), stdin: false, tty: false },
+                ApiContainer { name: "cat".into(), id: cat_id.clone(), stdin: true, tty: false },
+            ],
+        )
+        .await;
+
+        // exec with stdin, over SPDY and over WebSocket.
+        for ws in ["false", "true"] {
+            eprintln!("kubectl exec -i, websockets={ws}");
+            let mut k = kubectl(&api, &kubeconfig);
+            k.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", ws).args(["exec", "-i", "kubectl", "-c", "web", "--", "sh", "-c", "read x; echo got $x; echo err >&2; exit 3"]);
+            k.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let mut child = k.spawn().unwrap();
+            use tokio::io::AsyncWriteExt;
+            child.stdin.take().unwrap().write_all(b"hi\n").await.unwrap();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl exec hung").unwrap();
+            let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.code(), Some(3), "websockets={ws}: {o} / {e}");
+            assert_eq!(o, "got hi\n", "websockets={ws}: {e}");
+            assert!(e.starts_with("err\n"), "websockets={ws}: {e}");
+        }
+
+        // exec -it on a terminal over both: kubectl sends its terminal's size.
+        for ws in ["false", "true"] {
+            eprintln!("kubectl exec -it, websockets={ws}");
+            let pty = nix::pty::openpty(Some(&nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 }), None).unwrap();
+            let slave = std::fs::File::from(pty.slave);
+            let mut k = kubectl(&api, &kubeconfig);
+            k.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", ws).args(["exec", "-it", "kubectl", "-c", "web", "--", "sh", "-c", "sleep 1; stty size; exit 4"]);
+            k.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+            let child = k.spawn().unwrap();
+            // kubectl holds the only slave fds now.
+            drop(k);
+            let master = std::fs::File::from(pty.master);
+            let reader = std::thread::spawn(move || {
+                use std::io::Read;
+                let mut out = Vec::new();
+                let mut m = master;
+                let mut b = [0u8; 4096];
+                // EIO once kubectl (the last slave holder) exits.
+                while let Ok(n) = m.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&b[..n]);
+                }
+                String::from_utf8_lossy(&out).into_owned()
+            });
+            let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl exec -it hung").unwrap();
+            let screen = tokio::time::timeout(std::time::Duration::from_secs(30), tokio::task::spawn_blocking(move || reader.join().unwrap()))
+                .await
+                .expect("the terminal stayed open after kubectl exited")
+                .unwrap();
+            assert_eq!(out.status.code(), Some(4), "websockets={ws}: {screen}");
+            assert!(screen.contains("33 111"), "websockets={ws}: {screen:?}");
+        }
+
+        // attach to `cat` with stdin.
+        for ws in ["false", "true"] {
+            eprintln!("kubectl attach -i, websockets={ws}");
+            let mut k = kubectl(&api, &kubeconfig);
+            k.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", ws).args(["attach", "-i", "kubectl", "-c", "cat", "-q"]);
+            k.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let mut child = k.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let line = format!("attached-{ws}\n");
+            let mut got = Vec::new();
+            // Input sent before the session is up is lost with it: resend.
+            let fut = async {
+                while !String::from_utf8_lossy(&got).contains(&line) {
+                    stdin.write_all(line.as_bytes()).await.unwrap();
+                    let mut b = [0u8; 4096];
+                    if let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_millis(500), stdout.read(&mut b)).await {
+                        got.extend_from_slice(&b[..n]);
+                    }
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(60), fut).await.expect("no echo through kubectl attach");
+            drop(child);
+        }
+        assert!(pod.log(&cat).contains("attached-false"), "{}", pod.log(&cat));
+
+        // port-forward over SPDY.
+        eprintln!("kubectl port-forward");
+        let port = berth_tests::free_port().unwrap();
+        let mut k = kubectl(&api, &kubeconfig);
+        k.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false").args(["port-forward", "pod/kubectl", &format!("{port}:8080"), "--address=127.0.0.1"]);
+        k.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut pf = k.spawn().unwrap();
+        let mut page = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            // Blocking, so off the runtime that relays kubectl's connection.
+            match tokio::task::spawn_blocking(move || berth_tests::http_get(&format!("127.0.0.1:{port}"), "/index.html")).await.unwrap() {
+                Ok(p) if p.contains("hello-kubectl") => {
+                    page = p;
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+        let pf_out = if page.is_empty() {
+            let _ = pf.start_kill();
+            let o = pf.wait_with_output().await.unwrap();
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        } else {
+            drop(pf);
+            String::new()
+        };
+        assert!(page.starts_with("HTTP/1.") && page.contains("hello-kubectl"), "{page}\nkubectl port-forward: {pf_out}");
+
+        for id in [&web_id, &cat_id] {
+            rt.remove_container(cri::RemoveContainerRequest { container_id: id.to_string() }).await.unwrap();
+        }
+        remove_pod(&mut rt, &sid).await;
+    });
+    drop(server);
+    pod.check_cgroups();
+}
