@@ -665,3 +665,134 @@ fn kubectl_exec_attach_and_port_forward() {
     drop(server);
     pod.check_cgroups();
 }
+
+async fn container_state(rt: &mut Rt, cid: &str) -> (i32, i32) {
+    let s = rt.container_status(cri::ContainerStatusRequest { container_id: cid.into(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+    (s.state, s.exit_code)
+}
+
+/// Waits for a container to exit; its exit code.
+async fn wait_exit(rt: &mut Rt, cid: &str) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = rt.container_status(cri::ContainerStatusRequest { container_id: cid.into(), verbose: false }).await.unwrap().into_inner().status.unwrap();
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            if s.exit_code == 255 {
+                eprintln!("container {cid} exited 255: {} {}", s.reason, s.message);
+            }
+            return s.exit_code;
+        }
+        assert!(std::time::Instant::now() < deadline, "container {cid} did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn attach_and_port_forward_over_spdy() {
+    require_root();
+    let server = CriServer::start_with_busybox();
+    let pod = Pod::new("attach");
+    let web = container("web", sh("mkdir -p /www && echo hello-over-spdy > /www/index.html && exec httpd -f -p 8080 -h /www"));
+    let cat = cri::ContainerConfig { stdin: true, ..container("cat", vec!["cat".into()]) };
+    let once = cri::ContainerConfig { stdin: true, stdin_once: true, ..container("once", vec!["cat".into()]) };
+    let term = cri::ContainerConfig { stdin: true, tty: true, ..container("term", vec!["sh".into()]) };
+    block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        let (sid, web_id) = berth_tests::run_pod_with_container(&mut rt, &pod.config, &web).await;
+        let cat_id = start_container(&mut rt, &sid, &pod, &cat).await;
+        let once_id = start_container(&mut rt, &sid, &pod, &once).await;
+        let term_id = start_container(&mut rt, &sid, &pod, &term).await;
+        let attach = |cid: &str, s: Streams| cri::AttachRequest { container_id: cid.into(), stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, tty: s.tty };
+
+        // Validation.
+        let e = rt.attach(attach("nope", PIPES)).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = rt.attach(attach(&cat_id, Streams { stderr: true, ..TTY })).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+        // Attach to `cat` over SPDY: input in, output out, and into the log.
+        let url = rt.attach(attach(&cat_id, PIPES)).await.unwrap().into_inner().url;
+        assert!(url.contains("/attach/"), "{url}");
+        let mut c = SpdyCommand::start(&url, &["v4.channel.k8s.io"], PIPES).await.unwrap();
+        c.stdin("hello\n").await;
+        c.wait_stdout("hello\n").await;
+        assert!(pod.log(&cat).contains("stdout F hello"), "{}", pod.log(&cat));
+        // Detach; without stdin_once the container's stdin stays open.
+        drop(c);
+        let url = rt.attach(attach(&cat_id, PIPES)).await.unwrap().into_inner().url;
+        let (mut ws, _) = connect(&url, "v5.channel.k8s.io").await.unwrap();
+        ws.send(Message::Binary([&[0u8][..], b"again\n"].concat().into())).await.unwrap();
+        let mut got = Default::default();
+        ws_wait_for(&mut ws, &mut got, 1, "again\n").await;
+        ws.close(None).await.unwrap();
+        drop(ws);
+        assert_eq!(container_state(&mut rt, &cat_id).await.0, cri::ContainerState::ContainerRunning as i32);
+
+        // stdin_once: the end of the session's stdin is the container's EOF.
+        let url = rt.attach(attach(&once_id, PIPES)).await.unwrap().into_inner().url;
+        let mut c = SpdyCommand::start(&url, &["v4.channel.k8s.io"], PIPES).await.unwrap();
+        c.stdin("last words\n").await;
+        c.wait_stdout("last words\n").await;
+        c.close_stdin().await;
+        let (out, _, status) = c.finish().await;
+        assert_eq!(out, "last words\n");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&status).unwrap()["status"], "Success", "{status}");
+        assert_eq!(wait_exit(&mut rt, &once_id).await, 0);
+        let e = rt.attach(attach(&once_id, PIPES)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+        // A container on a terminal: resize, then the shell exits.
+        let url = rt.attach(attach(&term_id, TTY)).await.unwrap().into_inner().url;
+        let mut c = SpdyCommand::start(&url, &["v4.channel.k8s.io"], TTY).await.unwrap();
+        c.resize(100, 30).await;
+        c.stdin("stty size\n").await;
+        c.wait_stdout("30 100").await;
+        c.stdin("exit 5\n").await;
+        let (_, _, status) = c.finish().await;
+        assert!(status.contains("Success"), "{status}");
+        assert_eq!(wait_exit(&mut rt, &term_id).await, 5);
+        assert!(pod.log(&term).contains("30 100"), "{}", pod.log(&term));
+
+        // Port-forward over SPDY: two requests on one connection.
+        let url = rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: sid.clone(), port: vec![8080] }).await.unwrap().into_inner().url;
+        let (mut conn, proto) = SpdyClient::connect(&url, &["portforward.k8s.io"]).await.unwrap();
+        assert_eq!(proto, "portforward.k8s.io");
+        // A stream without a port is refused.
+        let bad = conn.open(&[("streamType", "data")]).await;
+        assert!(conn.reset.contains(&bad));
+        let mut page = String::new();
+        for request in 0..50 {
+            let rid = request.to_string();
+            let error = conn.open(&[("streamType", "error"), ("port", "8080"), ("requestID", &rid)]).await;
+            conn.fin(error).await;
+            let data = conn.open(&[("streamType", "data"), ("port", "8080"), ("requestID", &rid)]).await;
+            conn.write(data, b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
+            conn.wait_fin(error).await;
+            conn.wait_fin(data).await;
+            if !conn.text(error).is_empty() {
+                // httpd not listening yet.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            page = conn.text(data);
+            if request > 0 && !page.is_empty() {
+                break;
+            }
+        }
+        assert!(page.starts_with("HTTP/1.") && page.contains("200") && page.contains("hello-over-spdy"), "{page}");
+        // Nothing listens on 9: the error stream says so.
+        let error = conn.open(&[("streamType", "error"), ("port", "9"), ("requestID", "x")]).await;
+        let data = conn.open(&[("streamType", "data"), ("port", "9"), ("requestID", "x")]).await;
+        conn.wait_fin(error).await;
+        assert!(conn.text(error).contains("error forwarding port 9"), "{}", conn.text(error));
+        assert!(conn.finished.contains(&data) || { conn.wait_fin(data).await; true });
+        drop(conn);
+
+        for id in [&web_id, &cat_id, &once_id, &term_id] {
+            rt.remove_container(cri::RemoveContainerRequest { container_id: id.to_string() }).await.unwrap();
+        }
+        remove_pod(&mut rt, &sid).await;
+    });
+    drop(server);
+    pod.check_cgroups();
+}

@@ -431,6 +431,12 @@ impl Manager {
             }
             Err(e) => st.message = e.to_string(),
         }
+        if st.state == State::Exited && shim_alive(&run) {
+            // The shim has yet to drain the output and record the exit:
+            // still running until then.
+            st.state = State::Running;
+            return Ok(st);
+        }
         if st.state == State::Exited || (st.state == State::Unknown && !shim_alive(&run)) {
             // The shim is gone without an exit record: it was killed.
             st.state = State::Exited;
@@ -608,8 +614,9 @@ fn shim_pid(run: &Path) -> Option<i32> {
     fs::read_to_string(run.join(shim::PID_FILE)).ok()?.trim().parse().ok()
 }
 
+/// Whether the shim runs (a zombie does not: PID 1 may never reap it).
 fn shim_alive(run: &Path) -> bool {
-    shim_pid(run).is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+    shim_pid(run).is_some_and(|pid| crate::linux::process::pid_alive(pid, None))
 }
 
 /// Resolves when the shim exits (it writes the exit record first), through
