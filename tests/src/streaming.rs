@@ -74,8 +74,16 @@ impl SpdyClient {
             .collect();
         let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
         if status != 101 {
+            // The connection stays open: read Content-Length bytes.
+            let len: usize = get("content-length").parse().unwrap_or(0);
             let mut body = buf[head_end..].to_vec();
-            let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut body)).await;
+            while body.len() < len {
+                let mut chunk = [0u8; 4096];
+                match tokio::time::timeout(PATIENCE, r.read(&mut chunk)).await.expect("refusal body") {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
             return Err(Refused { status, headers, body: String::from_utf8_lossy(&body).into_owned() });
         }
         assert_eq!(get("upgrade"), "SPDY/3.1", "{head}");

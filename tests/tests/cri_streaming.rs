@@ -796,3 +796,50 @@ fn attach_and_port_forward_over_spdy() {
     drop(server);
     pod.check_cgroups();
 }
+
+#[test]
+fn terminals_on_runc_and_crun() {
+    require_root();
+    let server = CriServer::start_with_busybox();
+    let pods: Vec<Pod> = ["runc", "crun"].iter().map(|h| Pod::new(&format!("tty-{h}"))).collect();
+    let term = cri::ContainerConfig { stdin: true, tty: true, ..container("term", vec!["sh".into()]) };
+    block_on(async {
+        let mut rt = RuntimeServiceClient::new(server.channel().await);
+        for (handler, pod) in ["runc", "crun"].iter().zip(&pods) {
+            let sid = rt
+                .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.config.clone()), runtime_handler: handler.to_string() })
+                .await
+                .unwrap()
+                .into_inner()
+                .pod_sandbox_id;
+            let cid = start_container(&mut rt, &sid, pod, &term).await;
+
+            // exec -it: the runtime's console socket brings the terminal.
+            let url = rt.exec(exec_req(&cid, vec!["sh".into()], TTY)).await.unwrap().into_inner().url;
+            let mut c = SpdyCommand::start(&url, &["v4.channel.k8s.io"], TTY).await.unwrap();
+            c.resize(77, 22).await;
+            c.stdin("stty size; exit 0\n").await;
+            c.wait_stdout("22 77").await;
+            let (_, _, status) = c.finish().await;
+            assert!(status.contains("Success"), "{handler}: {status}");
+
+            // The container's own terminal, through attach.
+            let url = rt.attach(cri::AttachRequest { container_id: cid.clone(), stdin: true, stdout: true, stderr: false, tty: true }).await.unwrap().into_inner().url;
+            let mut c = SpdyCommand::start(&url, &["v4.channel.k8s.io"], TTY).await.unwrap();
+            c.resize(88, 11).await;
+            c.stdin("stty size\n").await;
+            c.wait_stdout("11 88").await;
+            c.stdin("exit 3\n").await;
+            let (_, _, status) = c.finish().await;
+            assert!(status.contains("Success"), "{handler}: {status}");
+            assert_eq!(wait_exit(&mut rt, &cid).await, 3, "{handler}");
+
+            rt.remove_container(cri::RemoveContainerRequest { container_id: cid }).await.unwrap();
+            remove_pod(&mut rt, &sid).await;
+        }
+    });
+    drop(server);
+    for p in &pods {
+        p.check_cgroups();
+    }
+}
