@@ -483,6 +483,7 @@ pub fn run_cli(config_path: &Path) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn oom_counters() {
@@ -545,6 +546,71 @@ mod tests {
         let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
         assert!(lines.contains(&(Stream::Stdout, b"out".to_vec())), "{lines:?}");
         assert!(lines.contains(&(Stream::Stderr, b"err".to_vec())), "{lines:?}");
+    }
+
+    #[test]
+    fn attach_relays_stdin_and_output() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ShimConfig {
+            id: "t".into(),
+            bundle: d.path().into(),
+            state_dir: d.path().into(),
+            log_path: Some(d.path().join("c.log")),
+            memory_cgroups: vec![],
+            handler: "test".into(),
+            executor_root: d.path().into(),
+            binaries: Default::default(),
+            berth: PathBuf::new(),
+            stdin: true,
+            stdin_once: true,
+            tty: false,
+        };
+        // Close-on-exec, or cat would hold the readiness pipe open.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        // SAFETY: the child only runs the monitor and exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                drop(r);
+                let ok = monitor(&cfg, fs::File::from(w), |stdio| {
+                    let child = std::process::Command::new("/bin/cat")
+                        .stdin(std::process::Stdio::from(stdio.stdin.unwrap()))
+                        .stdout(std::process::Stdio::from(stdio.stdout))
+                        .stderr(std::process::Stdio::from(stdio.stderr))
+                        .spawn()
+                        .map_err(|e| e.to_string())?;
+                    Ok(child.id() as i32)
+                })
+                .is_ok();
+                // SAFETY: leave the forked test process without running its destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(w);
+        let mut msg = String::new();
+        fs::File::from(r).read_to_string(&mut msg).unwrap();
+        assert!(msg.starts_with("ok "), "{msg}");
+        let mut sock = attach::connect(&d.path().join(ATTACH_SOCKET)).unwrap();
+        sock.write_all(&attach::frame(attach::STDIN, b"ping\n")).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        let got = loop {
+            if let Some(f) = attach::parse(&mut buf).unwrap() {
+                break f;
+            }
+            let n = sock.read(&mut chunk).unwrap();
+            assert!(n > 0, "attach socket closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert_eq!(got, (attach::STDOUT, b"ping\n".to_vec()));
+        // stdin_once: closing the session's stdin ends cat.
+        sock.write_all(&attach::frame(attach::STDIN_CLOSE, &[])).unwrap();
+        let mut rest = Vec::new();
+        sock.read_to_end(&mut rest).unwrap();
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+        assert_eq!(read_exit(d.path()).unwrap().exit_code, 0);
+        let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
+        assert!(lines.contains(&(Stream::Stdout, b"ping".to_vec())), "{lines:?}");
     }
 }
 
