@@ -281,14 +281,22 @@ pub struct CriServer {
     child: Child,
     pub root: TestRoot,
     pub socket: PathBuf,
+    /// More `berth cri` arguments, kept for restarts.
+    args: Vec<String>,
 }
 
 impl CriServer {
     pub fn start() -> CriServer {
+        Self::start_with(&[])
+    }
+
+    /// A server with more `berth cri` arguments.
+    pub fn start_with(args: &[&str]) -> CriServer {
         let root = TestRoot::new();
         let socket = root.path().join("berth.sock");
-        let child = Self::spawn(&root, &socket);
-        CriServer { child, root, socket }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(&root, &socket, &args);
+        CriServer { child, root, socket, args }
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -299,10 +307,10 @@ impl CriServer {
 
     /// Starts the server again over the same state.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.root, &self.socket);
+        self.child = Self::spawn(&self.root, &self.socket, &self.args);
     }
 
-    fn spawn(root: &TestRoot, socket: &Path) -> Child {
+    fn spawn(root: &TestRoot, socket: &Path, args: &[String]) -> Child {
         let _ = std::fs::remove_file(socket);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(root.path().join("cri.log")).expect("cri log");
         let child = Command::new(berth_bin())
@@ -310,6 +318,7 @@ impl CriServer {
             .arg(root.path())
             .args(["--log-level", "debug", "cri", "--socket"])
             .arg(socket)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -395,10 +404,15 @@ pub fn image_spec(image: &str) -> Option<cri_proto::v1::ImageSpec> {
 impl CriServer {
     /// A server with the busybox test image imported as [`CRI_IMAGE`].
     pub fn start_with_busybox() -> CriServer {
+        Self::start_with_busybox_and(&[])
+    }
+
+    /// [`CriServer::start_with_busybox`] with more `berth cri` arguments.
+    pub fn start_with_busybox_and(args: &[&str]) -> CriServer {
         let layout = tempfile::tempdir().expect("temp dir");
         let img = builder::busybox_image().expect("busybox image");
         builder::write_oci_layout(layout.path(), &[(CRI_IMAGE, (&img).into())]).expect("oci layout");
-        let server = CriServer::start();
+        let server = CriServer::start_with(args);
         let out = server.root.berth(&["images", "import", layout.path().to_str().unwrap(), "--name", CRI_IMAGE]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         server

@@ -291,7 +291,14 @@ async fn ws_wait_for(ws: &mut Ws, got: &mut std::collections::BTreeMap<u8, Vec<u
 #[test]
 fn exec_over_spdy_with_and_without_a_terminal() {
     require_root();
-    let server = CriServer::start_with_busybox();
+    // The streaming server's address is a flag (and a config setting);
+    // an unspecified IP is refused, since the URLs carry the address.
+    let bad = berth_tests::TestRoot::new();
+    let out = bad.berth(&["cri", "--socket", bad.path().join("s.sock").to_str().unwrap(), "--stream-address", "0.0.0.0:10010"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream_address 0.0.0.0:10010"), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = berth_tests::free_port().unwrap();
+    let server = CriServer::start_with_busybox_and(&["--stream-address", &format!("127.0.0.1:{port}")]);
     let pod = Pod::new("spdy");
     let ctr = container("main", vec!["sleep".into(), "100000".into()]);
     block_on(async {
@@ -301,6 +308,7 @@ fn exec_over_spdy_with_and_without_a_terminal() {
         // exec -s: stdin, stdout, stderr and a non-zero exit, every SPDY version.
         for proto in SPDY_VERSIONS {
             let url = rt.exec(exec_req(&cid, sh("read x; echo got $x; echo err >&2; exit 3"), PIPES)).await.unwrap().into_inner().url;
+            assert!(url.starts_with(&format!("http://127.0.0.1:{port}/exec/")), "{url}");
             let mut c = SpdyCommand::start(&url, &[proto], PIPES).await.unwrap();
             assert_eq!(&c.protocol, proto);
             c.stdin("hello\n").await;
@@ -481,7 +489,7 @@ async fn fake_api(rt: Rt, pod: String, sid: String, containers: Vec<ApiContainer
                 } else if path == format!("{base}/portforward") {
                     rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: sid, port: vec![] }).await.map(|r| r.into_inner().url)
                 } else {
-                    let _ = c.write_all(format!("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                    let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
                     eprintln!("fake API server: no {first}");
                     return;
                 };

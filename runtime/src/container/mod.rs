@@ -406,18 +406,21 @@ impl Manager {
         let record = self.record(id)?;
         let run = self.run_path(id);
         let mut st = Status { record, state: State::Unknown, pid: 0, finished_at: 0, exit_code: 0, reason: String::new(), message: String::new() };
-        if let Some(ExitRecord { exit_code, oom_killed, finished_at, .. }) = shim::read_exit(&run) {
+        let exited = |st: &mut Status, rec: ExitRecord| {
             st.state = State::Exited;
-            st.exit_code = exit_code;
-            st.finished_at = parse_time_ns(&finished_at);
-            st.reason = if oom_killed {
+            st.exit_code = rec.exit_code;
+            st.finished_at = parse_time_ns(&rec.finished_at);
+            st.reason = if rec.oom_killed {
                 "OOMKilled"
-            } else if exit_code == 0 {
+            } else if rec.exit_code == 0 {
                 "Completed"
             } else {
                 "Error"
             }
             .into();
+        };
+        if let Some(rec) = shim::read_exit(&run) {
+            exited(&mut st, rec);
             return Ok(st);
         }
         match self.executor(id, &st.record.handler)?.state(id) {
@@ -431,18 +434,25 @@ impl Manager {
             }
             Err(e) => st.message = e.to_string(),
         }
-        if st.state == State::Exited && shim_alive(&run) {
-            // The shim has yet to drain the output and record the exit:
-            // still running until then.
-            st.state = State::Running;
-            return Ok(st);
-        }
-        if st.state == State::Exited || (st.state == State::Unknown && !shim_alive(&run)) {
-            // The shim is gone without an exit record: it was killed.
-            st.state = State::Exited;
-            st.exit_code = 255;
-            st.reason = "Error".into();
-            st.message = "the container's shim exited without recording an exit status".into();
+        if st.state == State::Exited || st.state == State::Unknown {
+            if st.state == State::Exited && shim_alive(&run) {
+                // The shim has yet to drain the output and record the
+                // exit: still running until then.
+                st.state = State::Running;
+                return Ok(st);
+            }
+            // The shim may have recorded the exit and gone since the first look.
+            if let Some(rec) = shim::read_exit(&run) {
+                exited(&mut st, rec);
+                return Ok(st);
+            }
+            if st.state == State::Exited || !shim_alive(&run) {
+                // The shim is gone without an exit record: it was killed.
+                st.state = State::Exited;
+                st.exit_code = 255;
+                st.reason = "Error".into();
+                st.message = "the container's shim exited without recording an exit status".into();
+            }
         }
         Ok(st)
     }
