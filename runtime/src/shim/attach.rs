@@ -104,12 +104,14 @@ pub enum Request {
 pub struct Clients {
     listener: Option<UnixListener>,
     clients: Vec<Client>,
+    /// Whether the last [`Clients::poll_fds`] listed the listener.
+    polled_listener: std::cell::Cell<bool>,
 }
 
 impl Clients {
     pub fn new(listener: UnixListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
-        Ok(Self { listener: Some(listener), clients: Vec::new() })
+        Ok(Self { listener: Some(listener), clients: Vec::new(), polled_listener: std::cell::Cell::new(false) })
     }
 
     /// Stops accepting (the container has exited).
@@ -122,6 +124,7 @@ impl Clients {
     pub fn poll_fds(&self, read: bool) -> Vec<(std::os::fd::BorrowedFd<'_>, nix::poll::PollFlags)> {
         use nix::poll::PollFlags;
         let mut v = Vec::new();
+        self.polled_listener.set(self.listener.is_some());
         if let Some(l) = &self.listener {
             v.push((l.as_fd(), PollFlags::POLLIN));
         }
@@ -143,7 +146,7 @@ impl Clients {
     pub fn handle(&mut self, ready: &[bool]) -> Vec<Request> {
         let mut out = Vec::new();
         let mut i = 0;
-        if self.listener.is_some() {
+        if self.polled_listener.get() {
             if ready.first().copied().unwrap_or(false) {
                 self.accept();
             }
