@@ -25,6 +25,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Per-registry settings, keyed by registry host (`docker.io`, `registry.k8s.io`, ...).
     pub registry: BTreeMap<String, RegistryConfig>,
+    /// Address of the CRI streaming server (exec, attach, port-forward
+    /// URLs); port 0 picks a free port.
+    pub stream_address: std::net::SocketAddr,
     /// Pod networking.
     pub cni: CniConfig,
 }
@@ -85,6 +88,7 @@ impl Default for Config {
             insecure_registries: vec!["127.0.0.1".into(), "localhost".into()],
             registry: BTreeMap::new(),
             cni: CniConfig::default(),
+            stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -97,8 +101,21 @@ impl Config {
         Self::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let c: Self = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what the types alone do not.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.stream_address.ip().is_unspecified() {
+            anyhow::bail!(
+                "stream_address {}: give the IP address clients reach the streaming server at (its URLs carry it), not an unspecified one",
+                self.stream_address
+            );
+        }
+        Ok(())
     }
 
     /// The CNI settings with Berth's state and run dirs.
@@ -155,6 +172,10 @@ endpoint = "http://127.0.0.1:5001/k8s"
         assert!(!c.is_insecure("10.0.0.1:5001"));
         assert!(Config::default().is_insecure("127.0.0.1:41234"));
         assert!(Config::parse("bogus = 1").unwrap_err().to_string().contains("bogus"));
+        assert_eq!(Config::default().stream_address.to_string(), "127.0.0.1:0");
+        assert_eq!(Config::parse("stream_address = \"127.0.0.2:10010\"").unwrap().stream_address.port(), 10010);
+        assert!(Config::parse("stream_address = \"0.0.0.0:10010\"").unwrap_err().to_string().contains("stream_address"));
+        assert!(Config::parse("stream_address = \"nope\"").is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub use berth_runtime::image::builder;
 
+pub mod streaming;
+
 /// The registry binary from Debian's `docker-registry` package.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -43,6 +45,16 @@ pub fn http_status(addr: &str, path: &str) -> Result<u16> {
     let head = String::from_utf8_lossy(&buf);
     let status = head.split_whitespace().nth(1).context("empty HTTP response")?;
     Ok(status.parse()?)
+}
+
+/// `GET path` over HTTP/1.0; returns the whole response.
+pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 impl Registry {
@@ -273,33 +285,48 @@ pub struct CriServer {
     pub root: TestRoot,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// More `berth cri` arguments, kept for restarts.
+    args: Vec<String>,
 }
 
 /// The network of [`CriServer::start`]: CNI's loopback plugin only, so
 /// parallel tests share no bridge or addresses.
 pub const LOOPBACK_CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"berth-test-lo","plugins":[{"type":"loopback"}]}"#;
 
+/// The loopback-only network config of [`CriServer::start`].
+fn loopback_config(root: &Path) -> String {
+    let dir = root.join("net.d");
+    std::fs::create_dir_all(&dir).expect("create net.d");
+    std::fs::write(dir.join("10-loopback.conflist"), LOOPBACK_CONFLIST).expect("write loopback conflist");
+    format!("[cni]\nconf_dir = {:?}\n", dir.display().to_string())
+}
+
 impl CriServer {
     /// A server whose pods get only a loopback interface (a CNI config of
     /// the loopback plugin in `<root>/net.d`).
     pub fn start() -> CriServer {
-        Self::start_with(|root| {
-            let dir = root.join("net.d");
-            std::fs::create_dir_all(&dir).expect("create net.d");
-            std::fs::write(dir.join("10-loopback.conflist"), LOOPBACK_CONFLIST).expect("write loopback conflist");
-            format!("[cni]\nconf_dir = {:?}\n", dir.display().to_string())
-        })
+        Self::start_with_args(&[])
+    }
+
+    /// A loopback-network server with more `berth cri` arguments.
+    pub fn start_with_args(args: &[&str]) -> CriServer {
+        Self::start_with_config_and_args(loopback_config, args)
     }
 
     /// A server with the config file `config(root)` returns (TOML; `root`
     /// and `run_root` come from `--root`).
     pub fn start_with(config: impl FnOnce(&Path) -> String) -> CriServer {
+        Self::start_with_config_and_args(config, &[])
+    }
+
+    fn start_with_config_and_args(config: impl FnOnce(&Path) -> String, args: &[&str]) -> CriServer {
         let root = TestRoot::new();
         let socket = root.path().join("berth.sock");
         let cfg = root.path().join("config.toml");
         std::fs::write(&cfg, config(root.path())).expect("write config.toml");
-        let child = Self::spawn(&root, &socket, &cfg);
-        CriServer { child, root, socket, config: cfg }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(&root, &socket, &cfg, &args);
+        CriServer { child, root, socket, config: cfg, args }
     }
 
     /// Kills the server with SIGKILL, as a crash would.
@@ -310,7 +337,7 @@ impl CriServer {
 
     /// Starts the server again over the same state.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.root, &self.socket, &self.config);
+        self.child = Self::spawn(&self.root, &self.socket, &self.config, &self.args);
     }
 
     /// The server's process id.
@@ -318,7 +345,7 @@ impl CriServer {
         self.child.id()
     }
 
-    fn spawn(root: &TestRoot, socket: &Path, config: &Path) -> Child {
+    fn spawn(root: &TestRoot, socket: &Path, config: &Path, args: &[String]) -> Child {
         let _ = std::fs::remove_file(socket);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(root.path().join("cri.log")).expect("cri log");
         let child = Command::new(berth_bin())
@@ -328,6 +355,7 @@ impl CriServer {
             .arg(root.path())
             .args(["--log-level", "debug", "cri", "--socket"])
             .arg(socket)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -417,7 +445,12 @@ pub fn image_spec(image: &str) -> Option<cri_proto::v1::ImageSpec> {
 impl CriServer {
     /// A server with the busybox test image imported as [`CRI_IMAGE`].
     pub fn start_with_busybox() -> CriServer {
-        let server = CriServer::start();
+        Self::start_with_busybox_and(&[])
+    }
+
+    /// [`CriServer::start_with_busybox`] with more `berth cri` arguments.
+    pub fn start_with_busybox_and(args: &[&str]) -> CriServer {
+        let server = CriServer::start_with_args(args);
         server.import_busybox();
         server
     }

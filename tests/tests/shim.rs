@@ -130,6 +130,9 @@ impl Fx {
             executor_root: self.exec_root.clone(),
             binaries: self.binaries.clone(),
             berth: berth_bin(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

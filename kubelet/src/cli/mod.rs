@@ -61,6 +61,10 @@ enum Command {
         /// The socket path.
         #[arg(long, default_value = berth_runtime::server::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Address of the streaming server for exec, attach and port-forward
+        /// (overrides the config's `stream_address`; default 127.0.0.1:0, a free port).
+        #[arg(long)]
+        stream_address: Option<std::net::SocketAddr>,
     },
     /// Run and manage standalone containers from CRI container configs.
     #[command(subcommand, alias = "containers")]
@@ -163,7 +167,12 @@ pub fn main() -> ExitCode {
             Command::Stop => rt.block_on(pods::stop(cfg)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
             Command::Cni(cmd) => cni::run(cfg, cmd),
-            Command::Cri { socket } => rt.block_on(async {
+            Command::Cri { socket, stream_address } => rt.block_on(async {
+                let mut cfg = cfg;
+                if let Some(a) = stream_address {
+                    cfg.stream_address = a;
+                    cfg.validate()?;
+                }
                 let exe = std::env::current_exe()?;
                 berth_runtime::server::serve(&cfg, &socket, exe, shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

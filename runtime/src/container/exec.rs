@@ -5,6 +5,8 @@
 //! `berth exec-sync`: a short-lived child subreaper that asks the executor
 //! for the process with its own stdio, reaps until that process exits, and
 //! exits with its status. A timeout, SIGTERM or SIGHUP kills the process.
+//! With `--console-socket` the process gets a terminal, whose master the
+//! runtime sends to that socket (streaming `Exec` with `tty`).
 
 use crate::oci::{executor_by_name, CreateOpts, ExecutorConfig, InitCommand};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -24,6 +26,10 @@ pub struct ExecSyncArgs {
     /// Seconds before the process is killed; 0 for none.
     #[arg(long, default_value_t = 0)]
     pub timeout: u64,
+    /// Run the process on a terminal: the runtime sends the pty master to
+    /// this unix socket (stdio is then unused).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
     /// The command; the rest of the process comes from the container's spec.
     #[arg(last = true, required = true)]
     pub cmd: Vec<String>,
@@ -45,8 +51,16 @@ pub fn exec_sync_main(a: &ExecSyncArgs) -> ! {
     let spec = crate::oci::load_spec(&state.bundle).unwrap_or_else(|e| fail(e.to_string()));
     let mut process = spec.process().clone().unwrap_or_else(|| fail("the container spec has no process".into()));
     process.set_args(Some(a.cmd.clone()));
-    process.set_terminal(Some(false));
-    let pid = exec.exec(&a.id, &process, CreateOpts::default()).unwrap_or_else(|e| fail(e.to_string()));
+    process.set_terminal(Some(a.console_socket.is_some()));
+    if a.console_socket.is_some() {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
+    }
+    let opts = CreateOpts { console_socket: a.console_socket.clone(), ..Default::default() };
+    let pid = exec.exec(&a.id, &process, opts).unwrap_or_else(|e| fail(e.to_string()));
     // SIGTERM or SIGHUP (the streaming client went away) kills the process.
     // Blocked only now, so the exec'd process does not inherit the mask.
     let mut set = nix::sys::signal::SigSet::empty();

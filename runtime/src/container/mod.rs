@@ -378,6 +378,9 @@ impl Manager {
             executor_root: self.executor_config().root,
             binaries: self.cfg.binaries.clone(),
             berth: self.cfg.exe.clone(),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
         };
         let exe = self.cfg.exe.clone();
         let res = tokio::task::spawn_blocking(move || shim::spawn(&exe, &shim_cfg)).await.expect("shim spawn task");
@@ -403,18 +406,21 @@ impl Manager {
         let record = self.record(id)?;
         let run = self.run_path(id);
         let mut st = Status { record, state: State::Unknown, pid: 0, finished_at: 0, exit_code: 0, reason: String::new(), message: String::new() };
-        if let Some(ExitRecord { exit_code, oom_killed, finished_at, .. }) = shim::read_exit(&run) {
+        let exited = |st: &mut Status, rec: ExitRecord| {
             st.state = State::Exited;
-            st.exit_code = exit_code;
-            st.finished_at = parse_time_ns(&finished_at);
-            st.reason = if oom_killed {
+            st.exit_code = rec.exit_code;
+            st.finished_at = parse_time_ns(&rec.finished_at);
+            st.reason = if rec.oom_killed {
                 "OOMKilled"
-            } else if exit_code == 0 {
+            } else if rec.exit_code == 0 {
                 "Completed"
             } else {
                 "Error"
             }
             .into();
+        };
+        if let Some(rec) = shim::read_exit(&run) {
+            exited(&mut st, rec);
             return Ok(st);
         }
         match self.executor(id, &st.record.handler)?.state(id) {
@@ -428,22 +434,25 @@ impl Manager {
             }
             Err(e) => st.message = e.to_string(),
         }
-        if st.state == State::Exited && shim_alive(&run) {
-            // The process is gone and its shim is writing the exit record:
-            // read it rather than guess.
-            for _ in 0..100 {
-                if shim::read_exit(&run).is_some() || !shim_alive(&run) {
-                    return self.status(id);
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        if st.state == State::Exited || st.state == State::Unknown {
+            if st.state == State::Exited && shim_alive(&run) {
+                // The shim has yet to drain the output and record the
+                // exit: still running until then.
+                st.state = State::Running;
+                return Ok(st);
             }
-        }
-        if st.state == State::Exited || (st.state == State::Unknown && !shim_alive(&run)) {
-            // The shim is gone without an exit record: it was killed.
-            st.state = State::Exited;
-            st.exit_code = 255;
-            st.reason = "Error".into();
-            st.message = "the container's shim exited without recording an exit status".into();
+            // The shim may have recorded the exit and gone since the first look.
+            if let Some(rec) = shim::read_exit(&run) {
+                exited(&mut st, rec);
+                return Ok(st);
+            }
+            if st.state == State::Exited || !shim_alive(&run) {
+                // The shim is gone without an exit record: it was killed.
+                st.state = State::Exited;
+                st.exit_code = 255;
+                st.reason = "Error".into();
+                st.message = "the container's shim exited without recording an exit status".into();
+            }
         }
         Ok(st)
     }
@@ -556,17 +565,32 @@ impl Manager {
 
     /// The `berth exec-sync` command that runs `cmd` in a running container
     /// with no timeout (streaming `Exec`): its stdio is the caller's to set.
-    pub fn exec_command(&self, id: &str, cmd: &[String]) -> Result<tokio::process::Command> {
+    /// With `console_socket`, the process runs on a terminal whose master is
+    /// sent to that socket.
+    pub fn exec_command(&self, id: &str, cmd: &[String], console_socket: Option<&Path>) -> Result<tokio::process::Command> {
         self.check_exec(id, cmd)?;
         let st = self.status(id)?;
         let mut c = tokio::process::Command::new(&self.cfg.exe);
-        c.arg("exec-sync")
-            .arg("--executor-root")
-            .arg(self.executor_config().root)
-            .args(["--handler", &st.record.handler, "--id", id, "--timeout", "0", "--"])
-            .args(cmd)
-            .kill_on_drop(true);
+        c.arg("exec-sync").arg("--executor-root").arg(self.executor_config().root);
+        if let Some(p) = console_socket {
+            c.arg("--console-socket").arg(p);
+        }
+        c.args(["--handler", &st.record.handler, "--id", id, "--timeout", "0", "--"]).args(cmd).kill_on_drop(true);
         Ok(c)
+    }
+
+    /// The attach socket of a running container's shim (CRI `Attach`), and
+    /// whether the container has a terminal.
+    pub fn attach_socket(&self, id: &str) -> Result<(PathBuf, bool)> {
+        let st = self.status(id)?;
+        if st.state != State::Running {
+            return Err(ContainerError::BadState { id: id.into(), state: st.state.as_str(), op: "attach" });
+        }
+        let sock = self.run_path(id).join(shim::ATTACH_SOCKET);
+        if !sock.exists() {
+            return Err(ContainerError::BadState { id: id.into(), state: "running without an attach socket (started by an older shim)", op: "attach" });
+        }
+        Ok((sock, st.record.config.tty))
     }
 
     /// Asks the container's shim to reopen its log file (after rotation).
@@ -600,8 +624,9 @@ fn shim_pid(run: &Path) -> Option<i32> {
     fs::read_to_string(run.join(shim::PID_FILE)).ok()?.trim().parse().ok()
 }
 
+/// Whether the shim runs (a zombie does not: PID 1 may never reap it).
 fn shim_alive(run: &Path) -> bool {
-    shim_pid(run).is_some_and(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+    shim_pid(run).is_some_and(|pid| crate::linux::process::pid_alive(pid, None))
 }
 
 /// Resolves when the shim exits (it writes the exit record first), through

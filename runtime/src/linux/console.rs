@@ -58,3 +58,13 @@ pub fn recv_console(socket: &impl AsRawFd) -> SysResult<OwnedFd> {
     }
     Err(super::SysError::msg("no fd received on console socket"))
 }
+
+/// Sets a terminal's size (TIOCSWINSZ); the foreground process group gets SIGWINCH.
+pub fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod events;
 pub mod image;
 pub mod runtime;
 pub mod sandbox;
+pub mod spdy;
 pub mod stats;
 pub mod streaming;
 
@@ -43,7 +44,7 @@ impl Services {
         let sandboxes = Arc::new(crate::sandbox::Manager::new(crate::sandbox::SandboxConfig::from_config(cfg, exe))?.with_network(network));
         let events = events::Events::new(containers.clone(), sandboxes.clone());
         events.recover();
-        let streaming = streaming::Streaming::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), containers.clone()).await?;
+        let streaming = streaming::Streaming::start(cfg.stream_address, containers.clone()).await?;
         let runtime = Arc::new(runtime::RuntimeServer { containers, sandboxes, events: events.clone(), streaming: streaming.clone() });
         Ok(Services { runtime, image: Arc::new(image::ImageServer { images }), events, streaming })
     }

@@ -176,8 +176,8 @@ impl RuntimeService for RuntimeServer {
         Ok(Response::new(self.streaming.exec(req.into_inner())?))
     }
 
-    async fn attach(&self, _req: Request<cri::AttachRequest>) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(Status::unimplemented("Attach is not supported by berth yet"))
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Result<Response<cri::AttachResponse>, Status> {
+        Ok(Response::new(self.streaming.attach(req.into_inner())?))
     }
 
     async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Result<Response<cri::PortForwardResponse>, Status> {

@@ -12,6 +12,8 @@
 //! `berth shim` ([`run`]), which links the executors. [`spawn`] prefers
 //! `berth-shim` when it is installed next to the berth binary.
 
+pub mod attach;
+
 use crate::logs::{LogWriter, Stream, DEFAULT_MAX_LINE};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -20,8 +22,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,15 @@ pub struct ShimConfig {
     /// (or, in `berth-shim`, the `berth` next to it).
     #[serde(default)]
     pub berth: PathBuf,
+    /// Keep the container's stdin open for attach sessions.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close the container's stdin when the first attach session's stdin ends.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Run the container on a terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How a container ended.
@@ -65,6 +76,8 @@ pub struct ExitRecord {
 
 pub const EXIT_FILE: &str = "exit.json";
 pub const PID_FILE: &str = "shim.pid";
+/// The attach socket in the shim's state dir (see [`attach`]).
+pub const ATTACH_SOCKET: &str = "attach";
 
 pub fn read_exit(state_dir: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&fs::read(state_dir.join(EXIT_FILE)).ok()?).ok()
@@ -78,11 +91,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The pipes a container's stdio is attached to: the container's ends.
+/// The container's side of its stdio: pipes (or /dev/null), and with a
+/// terminal the socket on which the runtime sends the pty master.
 pub struct ContainerStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Counts OOM kills recorded by the kernel for a memory cgroup (v1
@@ -139,16 +154,56 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         unsafe { nix::sys::signal::sigaction(sig, &noop)? };
     }
 
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut ready = ready;
-    let pid = match create(ContainerStdio { stdin: None, stdout: out_w, stderr: err_w }) {
-        Ok(pid) => pid,
-        Err(msg) => {
-            let _ = writeln!(ready, "err {}", msg.replace('\n', " "));
-            return Err(io::Error::other(msg));
-        }
+    let fail = |ready: &mut fs::File, msg: String| -> io::Error {
+        let _ = writeln!(ready, "err {}", msg.replace('\n', " "));
+        io::Error::other(msg)
     };
+    let devnull = || -> io::Result<OwnedFd> { Ok(fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into()) };
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let attach_path = cfg.state_dir.join(ATTACH_SOCKET);
+    let listener = attach::bind(&attach_path).map_err(|e| fail(&mut ready, format!("attach socket {}: {e}", attach_path.display())))?;
+    // The runtime connects to the console socket and sends the pty master.
+    let console = if cfg.tty {
+        let dir = tempfile::Builder::new().prefix("berth-console-").tempdir()?;
+        let path = dir.path().join("console.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path)?;
+        Some((dir, path, l))
+    } else {
+        None
+    };
+    let (stdin_r, stdin_w) = if cfg.stdin && !cfg.tty {
+        let (r, w) = nix::unistd::pipe2(cloexec)?;
+        (r, Some(w))
+    } else {
+        (devnull()?, None)
+    };
+    // Output: two pipes, or the terminal.
+    let (outputs, stdout, stderr) = if cfg.tty {
+        (Vec::new(), devnull()?, devnull()?)
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(cloexec)?;
+        let (err_r, err_w) = nix::unistd::pipe2(cloexec)?;
+        (vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)], out_w, err_w)
+    };
+    let stdio = ContainerStdio { stdin: Some(stdin_r), stdout, stderr, console_socket: console.as_ref().map(|c| c.1.clone()) };
+    let pid = match create(stdio) {
+        Ok(pid) => pid,
+        Err(msg) => return Err(fail(&mut ready, msg)),
+    };
+    let mut outputs: Vec<Option<(OwnedFd, Stream)>> = outputs.into_iter().map(Some).collect();
+    let mut master: Option<OwnedFd> = None;
+    if let Some((dir, _, l)) = console {
+        let m = receive_master(&l).map_err(|e| fail(&mut ready, format!("container terminal: {e}")))?;
+        drop(l);
+        drop(dir);
+        let out = m.try_clone()?;
+        attach::set_nonblocking(&out)?;
+        outputs.push(Some((out, Stream::Stdout)));
+        master = Some(m);
+    }
+    let mut stdin = attach::StdinSink::new(if cfg.tty { master.as_ref().map(|m| m.try_clone()).transpose()? } else { stdin_w }, cfg.tty)?;
+    let mut clients = attach::Clients::new(listener)?;
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let _ = writeln!(ready, "ok {pid}");
@@ -158,7 +213,6 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         Some(p) => Some(LogWriter::open(p, DEFAULT_MAX_LINE)?),
         None => None,
     };
-    let mut open = [Some(out_r), Some(err_r)];
     let mut status: Option<(i32, Option<i32>)> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
@@ -166,7 +220,7 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
     // signalfd existed went to the no-op handler.
     let mut first = true;
     loop {
-        if status.is_some() && open.iter().all(Option::is_none) {
+        if status.is_some() && outputs.iter().all(Option::is_none) {
             break;
         }
         let timeout = match drain_deadline {
@@ -183,9 +237,17 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         };
         first = false;
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let slots: Vec<usize> = (0..2).filter(|i| open[*i].is_some()).collect();
+        let slots: Vec<usize> = (0..outputs.len()).filter(|i| outputs[*i].is_some()).collect();
         for i in &slots {
-            fds.push(PollFd::new(open[*i].as_ref().unwrap().as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(outputs[*i].as_ref().unwrap().0.as_fd(), PollFlags::POLLIN));
+        }
+        let stdin_at = fds.len();
+        if let Some(fd) = stdin.poll_fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLOUT));
+        }
+        let clients_at = fds.len();
+        for (fd, ev) in clients.poll_fds(!stdin.backed_up()) {
+            fds.push(PollFd::new(fd, ev));
         }
         match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -212,6 +274,7 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
                         if ws.pid() == Some(Pid::from_raw(pid)) {
                             status = exit_code(ws);
                             drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+                            clients.stop_listening();
                         }
                     }
                 }
@@ -221,25 +284,44 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
             if !ready_fds[k + 1] {
                 continue;
             }
-            let stream = if *i == 0 { Stream::Stdout } else { Stream::Stderr };
-            let fd = open[*i].as_ref().unwrap();
-            // SAFETY: borrowed fd stays open for the duration of this read.
-            let mut f = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(fd.as_raw_fd()) });
-            match f.read(&mut buf) {
+            let (fd, stream) = outputs[*i].as_ref().unwrap();
+            let stream = *stream;
+            match nix::unistd::read(fd, &mut buf) {
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                // EIO: the terminal's last slave fd closed.
                 Ok(0) | Err(_) => {
                     if let Some(l) = log.as_mut() {
                         let _ = l.close_stream(stream);
                     }
-                    open[*i] = None;
+                    outputs[*i] = None;
                 }
                 Ok(n) => {
                     if let Some(l) = log.as_mut() {
                         let _ = l.write(stream, &buf[..n]);
                     }
+                    clients.broadcast(if stream == Stream::Stdout { attach::STDOUT } else { attach::STDERR }, &buf[..n]);
+                }
+            }
+        }
+        if ready_fds.get(stdin_at).copied().unwrap_or(false) && stdin_at < clients_at {
+            stdin.flush();
+        }
+        for req in clients.handle(&ready_fds[clients_at..]) {
+            match req {
+                attach::Request::Stdin(data) => stdin.push(&data),
+                attach::Request::CloseStdin if cfg.stdin_once => stdin.close(),
+                attach::Request::CloseStdin => {}
+                attach::Request::Resize { width, height } => {
+                    if let Some(m) = &master {
+                        let _ = crate::linux::console::set_winsize(m, height, width);
+                    }
                 }
             }
         }
     }
+    clients.close();
+    drop(stdin);
+    drop(master);
     if let Some(l) = log.as_mut() {
         let _ = l.close_stream(Stream::Stdout);
         let _ = l.close_stream(Stream::Stderr);
@@ -254,6 +336,17 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
     };
     write_atomic(&cfg.state_dir.join(EXIT_FILE), &serde_json::to_vec(&rec).expect("exit record serializes"))?;
     Ok(rec)
+}
+
+/// Takes the pty master that the runtime sent to the console socket during
+/// `create` (its connection waits in the listen backlog).
+fn receive_master(l: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
+    let mut fds = [PollFd::new(l.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::from(10_000u16))? == 0 {
+        return Err(io::Error::other("the runtime sent no terminal to the console socket"));
+    }
+    let (conn, _) = l.accept()?;
+    crate::linux::console::recv_console(&conn).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// The shim's config file inside its state dir.
@@ -347,7 +440,7 @@ pub fn run(config_path: &Path) -> ! {
         let ecfg = ExecutorConfig { root: cfg.executor_root.clone(), binaries: cfg.binaries.clone(), init: InitCommand::default() };
         let exec = executor_by_name(&cfg.handler, &ecfg).map_err(|e| e.to_string())?;
         let pid_file = cfg.state_dir.join("init.pid");
-        let opts = CreateOpts { pid_file: Some(pid_file.clone()), stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr), ..Default::default() };
+        let opts = CreateOpts { pid_file: Some(pid_file.clone()), console_socket: stdio.console_socket, stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr) };
         exec.create(&cfg.id, &cfg.bundle, opts).map_err(|e| e.to_string())?;
         let pid = fs::read_to_string(&pid_file).map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
         pid.trim().parse::<i32>().map_err(|_| format!("bad pid {pid:?} in {}", pid_file.display()))
@@ -380,7 +473,7 @@ pub fn run_cli(config_path: &Path) -> ! {
             }
         };
         let pid_file = cfg.state_dir.join("init.pid");
-        let opts = CreateOpts { pid_file: Some(pid_file.clone()), stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr), ..Default::default() };
+        let opts = CreateOpts { pid_file: Some(pid_file.clone()), console_socket: stdio.console_socket, stdin: stdio.stdin, stdout: Some(stdio.stdout), stderr: Some(stdio.stderr) };
         exec.create(&cfg.id, &cfg.bundle, opts).map_err(|e| e.to_string())?;
         let pid = fs::read_to_string(&pid_file).map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
         pid.trim().parse::<i32>().map_err(|_| format!("bad pid {pid:?} in {}", pid_file.display()))
@@ -390,6 +483,7 @@ pub fn run_cli(config_path: &Path) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn oom_counters() {
@@ -415,6 +509,9 @@ mod tests {
             executor_root: d.path().into(),
             binaries: Default::default(),
             berth: PathBuf::new(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let (r, w) = nix::unistd::pipe().unwrap();
         // The monitor owns signals and reaping for its process: run it in a
@@ -449,6 +546,71 @@ mod tests {
         let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
         assert!(lines.contains(&(Stream::Stdout, b"out".to_vec())), "{lines:?}");
         assert!(lines.contains(&(Stream::Stderr, b"err".to_vec())), "{lines:?}");
+    }
+
+    #[test]
+    fn attach_relays_stdin_and_output() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ShimConfig {
+            id: "t".into(),
+            bundle: d.path().into(),
+            state_dir: d.path().into(),
+            log_path: Some(d.path().join("c.log")),
+            memory_cgroups: vec![],
+            handler: "test".into(),
+            executor_root: d.path().into(),
+            binaries: Default::default(),
+            berth: PathBuf::new(),
+            stdin: true,
+            stdin_once: true,
+            tty: false,
+        };
+        // Close-on-exec, or cat would hold the readiness pipe open.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        // SAFETY: the child only runs the monitor and exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                drop(r);
+                let ok = monitor(&cfg, fs::File::from(w), |stdio| {
+                    let child = std::process::Command::new("/bin/cat")
+                        .stdin(std::process::Stdio::from(stdio.stdin.unwrap()))
+                        .stdout(std::process::Stdio::from(stdio.stdout))
+                        .stderr(std::process::Stdio::from(stdio.stderr))
+                        .spawn()
+                        .map_err(|e| e.to_string())?;
+                    Ok(child.id() as i32)
+                })
+                .is_ok();
+                // SAFETY: leave the forked test process without running its destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(w);
+        let mut msg = String::new();
+        fs::File::from(r).read_to_string(&mut msg).unwrap();
+        assert!(msg.starts_with("ok "), "{msg}");
+        let mut sock = attach::connect(&d.path().join(ATTACH_SOCKET)).unwrap();
+        sock.write_all(&attach::frame(attach::STDIN, b"ping\n")).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        let got = loop {
+            if let Some(f) = attach::parse(&mut buf).unwrap() {
+                break f;
+            }
+            let n = sock.read(&mut chunk).unwrap();
+            assert!(n > 0, "attach socket closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert_eq!(got, (attach::STDOUT, b"ping\n".to_vec()));
+        // stdin_once: closing the session's stdin ends cat.
+        sock.write_all(&attach::frame(attach::STDIN_CLOSE, &[])).unwrap();
+        let mut rest = Vec::new();
+        sock.read_to_end(&mut rest).unwrap();
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+        assert_eq!(read_exit(d.path()).unwrap().exit_code, 0);
+        let lines = crate::logs::read_lines(&fs::read(d.path().join("c.log")).unwrap());
+        assert!(lines.contains(&(Stream::Stdout, b"ping".to_vec())), "{lines:?}");
     }
 }
 

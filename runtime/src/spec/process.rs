@@ -179,11 +179,15 @@ pub(crate) fn build_process(
         })?;
         cri_env.push((kv.key.clone(), value));
     }
-    let env = merge_env(
+    let mut env = merge_env(
         &ctx.sandbox_hostname,
         icfg.env().as_ref().unwrap_or(&empty),
         &cri_env,
     );
+    // On a terminal, TERM=xterm unless the image or config set one (as containerd does).
+    if container.tty && !env.iter().any(|e| env_key(e) == "TERM") {
+        env.push("TERM=xterm".into());
+    }
 
     let cwd = if !container.working_dir.is_empty() {
         container.working_dir.clone()
@@ -361,6 +365,7 @@ mod tests {
         assert_eq!(p.cwd().to_str(), Some("/srv"));
         assert_eq!(p.user().uid(), 1000);
         assert_eq!(p.terminal(), Some(true));
+        assert!(p.env().as_ref().unwrap().contains(&"TERM=xterm".to_string()));
         assert_eq!(p.oom_score_adj(), Some(-900));
         assert_eq!(p.no_new_privileges(), Some(false));
         assert_eq!(w.len(), 1);
