@@ -13,6 +13,8 @@ packages=(
   jq                        # hack/bench.sh edits the bundle config
   openssl                   # probe tests make a self-signed certificate
 )
+# kubectl, the reference streaming client of the tests: Debian's unless one is there.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 missing=()
 containerd_was_installed=0
