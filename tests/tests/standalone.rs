@@ -813,3 +813,66 @@ spec:
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "containers left: {}", String::from_utf8_lossy(&out.stdout));
     drop(cd);
 }
+
+#[test]
+fn exec_with_stdin_and_a_terminal() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let mut s = Standalone::new();
+    let m = s.write(
+        "t.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: term}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: {IMG}, command: ["sleep", "1000"]}}]
+"#
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    s.wait_pod("term", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+
+    // -i: stdin streams in.
+    let mut child = s.command().args(["exec", "-i", "term", "--", "sh", "-c", "tr a-z A-Z; exit 6"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert_eq!(out.status.code(), Some(6));
+
+    // -it on a terminal: the container sees the terminal's size.
+    let pty = nix::pty::openpty(Some(&nix::pty::Winsize { ws_row: 37, ws_col: 101, ws_xpixel: 0, ws_ypixel: 0 }), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = s
+        .command()
+        .args(["exec", "-it", "term", "--", "sh", "-c", "stty size; tty; exit 4"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let fd = master.as_raw_fd();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // EIO once berth, the last holder of the slave, exits.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let st = child.wait().unwrap();
+    let _ = fd;
+    let got = reader.join().unwrap();
+    assert_eq!(st.code(), Some(4), "{got}");
+    assert!(got.contains("37 101"), "terminal size inside: {got:?}");
+    assert!(got.contains("/dev/pts/"), "a terminal inside: {got:?}");
+    let st = s.interrupt();
+    assert!(st.success());
+}

@@ -96,7 +96,7 @@ pub struct ExecArgs {
     #[arg(short, long, default_value = "default")]
     namespace: String,
     /// Pass stdin to the command.
-    #[arg(short, long)]
+    #[arg(short = 'i', long)]
     stdin: bool,
     /// Allocate a terminal.
     #[arg(short, long)]
