@@ -345,10 +345,14 @@ pub fn pod_spec(id: &str, c: &PodSandboxConfig, cgroup_path: &str) -> Result<Pod
     })
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces a file in one rename; with `durable`, its data reaches the disk
+/// first (a crash of Berth needs only the rename: its page cache survives).
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)?;
-    fs::File::open(&tmp)?.sync_all()?;
+    if durable {
+        fs::File::open(&tmp)?.sync_all()?;
+    }
     fs::rename(&tmp, path)
 }
 
@@ -503,8 +507,18 @@ impl Manager {
     }
 
     fn save(&self, r: &SandboxRecord) -> Result<()> {
+        self.write_record(r, true)
+    }
+
+    /// Records a step of `run`: enough for a crashed daemon to find and undo
+    /// it; the final state is saved durably.
+    fn save_step(&self, r: &SandboxRecord) -> Result<()> {
+        self.write_record(r, false)
+    }
+
+    fn write_record(&self, r: &SandboxRecord, durable: bool) -> Result<()> {
         let p = self.state_path(&r.id).join("sandbox.json");
-        write_atomic(&p, &serde_json::to_vec_pretty(r).expect("record serializes")).map_err(io_err(&r.id, &p))
+        write_atomic(&p, &serde_json::to_vec(r).expect("record serializes"), durable).map_err(io_err(&r.id, &p))
     }
 
     /// Creates and starts a pod sandbox; returns its id.
@@ -560,7 +574,7 @@ impl Manager {
             }
             let state = self.state_path(&id);
             fs::create_dir_all(&state).map_err(io_err(&id, &state))?;
-            self.save(&record)?;
+            self.save_step(&record)?;
         }
         match self.run_inner(&mut record, &args, plan.as_ref()) {
             Ok(()) => Ok(id),
@@ -584,7 +598,7 @@ impl Manager {
         let id = r.id.clone();
         let path = net.netns_path(&id);
         r.network = Some(NetworkRecord { netns: Some(path.clone()), attachments: plan.attachments(), ips: Vec::new() });
-        self.save(r)?;
+        self.save_step(r)?;
         berth_cni::netns::create(&path).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(CniError::Netns { path: path.clone(), source }) })?;
         let spec = pod_spec(&id, &r.config, &r.cgroup_path)?;
         let res = net.setup(&spec, &path, plan).map_err(|source| SandboxError::Network { id: id.clone(), source: Box::new(source) })?;
@@ -592,7 +606,7 @@ impl Manager {
         if let Some(n) = r.network.as_mut() {
             n.ips = ips.clone();
         }
-        self.save(r)?;
+        self.save_step(r)?;
         Ok(ips)
     }
 
@@ -650,7 +664,7 @@ impl Manager {
         let existed = cg.mount_sources().iter().any(|(_, d)| d.exists());
         cg.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         r.cgroup_created = !existed;
-        self.save(r)?;
+        self.save_step(r)?;
 
         let mut args = args.clone();
         if let (Some(net), Some(plan)) = (&self.network, plan) {
@@ -671,7 +685,7 @@ impl Manager {
         r.pid = pid;
         r.pid_start = proc_stat(pid).map(|(s, _)| s).unwrap_or_default();
         // Saved at once: a failure below must still find and kill the pause.
-        self.save(r)?;
+        self.save_step(r)?;
         if r.pid_start == 0 {
             return Err(SandboxError::Pause { id, msg: format!("the pause process {pid} exited at once") });
         }
@@ -824,7 +838,7 @@ impl Manager {
             return Ok(());
         }
         let p = self.files_of(id, &r).hosts;
-        write_atomic(&p, hosts_file(&r.hostname, Some(ip)).as_bytes()).map_err(io_err(id, &p))
+        write_atomic(&p, hosts_file(&r.hostname, Some(ip)).as_bytes(), false).map_err(io_err(id, &p))
     }
 }
 

@@ -83,11 +83,14 @@ pub fn read_exit(state_dir: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&fs::read(state_dir.join(EXIT_FILE)).ok()?).ok()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replaces a file in one rename; with `durable`, its data reaches the disk first.
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     fs::rename(&tmp, path)
 }
 
@@ -334,7 +337,8 @@ pub fn monitor(cfg: &ShimConfig, ready: fs::File, create: impl FnOnce(ContainerS
         oom_killed,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     };
-    write_atomic(&cfg.state_dir.join(EXIT_FILE), &serde_json::to_vec(&rec).expect("exit record serializes"))?;
+    // Exit codes outlive a power loss.
+    write_atomic(&cfg.state_dir.join(EXIT_FILE), &serde_json::to_vec(&rec).expect("exit record serializes"), true)?;
     Ok(rec)
 }
 
@@ -377,7 +381,7 @@ pub fn spawn_with(exe: &Path, small: bool, cfg: &ShimConfig) -> io::Result<Resul
         cfg.berth = exe.to_path_buf();
     }
     let cfg = &cfg;
-    write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"))?;
+    write_atomic(&config_path, &serde_json::to_vec_pretty(cfg).expect("shim config serializes"), false)?;
     let mut cmd = if small {
         std::process::Command::new(exe.with_file_name(SHIM_BINARY))
     } else {
