@@ -168,6 +168,25 @@ impl Standalone {
         }
     }
 
+    /// `berth logs ARGS` once it equals `want` (a container's output reaches
+    /// its log file a moment after the container runs).
+    pub fn wait_logs(&self, args: &[&str], want: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut cmd = vec!["logs"];
+        cmd.extend_from_slice(args);
+        loop {
+            let out = self.berth(&cmd);
+            let got = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && got == want {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("berth {cmd:?}: got {got:?}, want {want:?}\nstderr: {}\nrun output:\n{}", String::from_utf8_lossy(&out.stderr), self.output());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the pod is gone from `get pods`.
     pub fn wait_gone(&self, name: &str, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);

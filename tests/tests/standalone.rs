@@ -111,8 +111,7 @@ spec:
     assert_eq!(out.status.code(), Some(7));
 
     // logs
-    let logs = s.berth_ok(&["logs", "web"]);
-    assert_eq!(logs, "app says hello\n");
+    s.wait_logs(&["web"], "app says hello\n", 30);
     let logs = s.berth_ok(&["logs", "web", "-c", "app", "--timestamps"]);
     assert!(logs.ends_with(" app says hello\n") && logs.starts_with("20"), "{logs}");
     let out = s.berth(&["logs", "web", "-c", "nope"]);
@@ -442,7 +441,7 @@ spec:
     let dir = s.dir.path().to_str().unwrap().to_string();
     s.start(&["--manifest-dir", &dir]);
     s.wait_pod("a", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
-    assert_eq!(s.berth_ok(&["logs", "a"]), "one\n");
+    s.wait_logs(&["a"], "one\n", 30);
     let uid = s.pod("a").unwrap()["metadata"]["uid"].clone();
 
     // Added.
@@ -451,7 +450,7 @@ spec:
     // Changed: replaced by a new pod.
     s.write("a.yaml", &pod("a", "two"));
     s.wait_pod("a", "replaced", 60, |p| p["metadata"]["uid"] != uid && container(p, "c")["state"]["running"].is_object());
-    assert_eq!(s.berth_ok(&["logs", "a"]), "two\n");
+    s.wait_logs(&["a"], "two\n", 30);
     // Removed.
     std::fs::remove_file(s.dir.path().join("b.yaml")).unwrap();
     s.wait_gone("b", 60);
@@ -573,7 +572,7 @@ spec:
     assert_eq!(container(&p, "c")["state"]["waiting"]["message"], "configmap \"paint\" not found");
     s.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: paint}\ndata: {color: blue}\n");
     s.wait_pod("wants", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
-    assert_eq!(s.berth_ok(&["logs", "wants"]), "color=blue\n");
+    s.wait_logs(&["wants"], "color=blue\n", 30);
     let st = s.interrupt();
     assert!(st.success());
     s.assert_clean();
@@ -605,7 +604,7 @@ spec:
     let ps = cri.root.berth_ok(&["container", "ps", "-a", "-q"]);
     let id = container(&p, "c")["containerID"].as_str().unwrap().trim_start_matches("berth://").to_string();
     assert!(String::from_utf8_lossy(&ps.stdout).contains(&id[..12]), "{}", String::from_utf8_lossy(&ps.stdout));
-    assert_eq!(s.berth_ok(&["logs", "remote"]), "via cri\n");
+    s.wait_logs(&["remote"], "via cri\n", 30);
     assert_eq!(s.berth_ok(&["exec", "remote", "--", "echo", "hi"]), "hi\n");
     let st = s.interrupt();
     assert!(st.success());
@@ -805,7 +804,7 @@ spec:
     let id = container(&p, "c")["containerID"].as_str().unwrap_or("").to_string();
     assert!(id.starts_with("containerd://"), "{p}");
     assert_eq!(s.berth_ok(&["exec", "viacd", "--", "cat", "/data/order"]), "init\napp\n");
-    assert_eq!(s.berth_ok(&["logs", "viacd"]), "via containerd\n");
+    s.wait_logs(&["viacd"], "via containerd\n", 30);
     let st = s.interrupt();
     assert!(st.success(), "{}", s.output());
     // containerd has no pods left.
