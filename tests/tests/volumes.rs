@@ -973,3 +973,49 @@ spec:
     // The issuer's key stays, private.
     assert_eq!(std::fs::metadata(s.root.path().join("issuer/sa.key")).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn fs_group_change_policy_decides_on_existing_files() {
+    let mut s = Standalone::new();
+    let pod = |name: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 2000, fsGroupChangePolicy: {policy}}}
+  containers:
+  - {{name: c, image: {IMG}, command: ["sleep", "1000"], volumeMounts: [{{name: e, mountPath: /e}}]}}
+  volumes: [{{name: e, emptyDir: {{}}}}]
+---
+"#
+        )
+    };
+    let m = s.write("p.yaml", &format!("{}{}", pod("always", "Always"), pod("onroot", "OnRootMismatch")));
+    let path = m.to_str().unwrap().to_string();
+    s.start(&[&path]);
+    let mut uids = Vec::new();
+    for p in ["always", "onroot"] {
+        let pod = s.wait_pod(p, "running", 60, |p| running(p, "c"));
+        uids.push(uid(&pod));
+        // A file the group cannot read, made by root inside the pod.
+        assert_eq!(sh(&s, p, "c", "stat -c '%a %g' /e"), "2777 2000\n");
+        sh(&s, p, "c", "touch /e/f && chgrp 0 /e/f && chmod 600 /e/f");
+    }
+    let token = |s: &Standalone, p: &str| sh(s, p, "c", &format!("cat {SA_DIR}/token"));
+    let before = token(&s, "onroot");
+    // A restart of Berth sets the volumes up again, by the policy.
+    s.kill9();
+    s.start(&[&path]);
+    let file = |u: &str| std::fs::metadata(pod_dir(&s, u).join("volumes/kubernetes.io~empty-dir/e/f")).unwrap();
+    wait_until(&s, "Always: the group changed", 60, || file(&uids[0]).gid() == 2000);
+    assert_eq!(file(&uids[0]).mode() & 0o777, 0o660);
+    wait_until(&s, "the other pod set up again", 60, || s.pod("onroot").is_some_and(|p| running(&p, "c")) && token(&s, "onroot") != before);
+    let f = file(&uids[1]);
+    assert_eq!((f.gid(), f.mode() & 0o777), (0, 0o600), "OnRootMismatch leaves the files alone");
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
+}
