@@ -88,6 +88,7 @@ pub struct Worker {
     probe_tx: mpsc::Sender<ProbeEvent>,
     /// The sandbox's network namespace, for probes and hooks.
     netns: Option<(String, Option<std::path::PathBuf>)>,
+    /// The pod's volumes: set up before anything of the pod starts.
     pub volumes: super::volumes::PodVolumes,
 }
 
