@@ -38,6 +38,14 @@ pub struct RunArgs {
     /// CRI runtime handler for the pods' sandboxes (runc, crun; default: built-in).
     #[arg(long, default_value = "")]
     runtime_handler: String,
+    /// `iss` of the service account tokens Berth signs for pods (their
+    /// default audience too).
+    #[arg(long, default_value = berth_kubelet::engine::tokens::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Longest life of a service account token, in seconds (longer requests
+    /// are shortened).
+    #[arg(long)]
+    service_account_max_token_expiration: Option<u64>,
     /// Set by --detach for the background process.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -129,6 +137,8 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf)
     ecfg.backoff.base = Duration::from_secs_f64(args.restart_backoff_base.max(0.001));
     ecfg.backoff.max = Duration::from_secs_f64(args.restart_backoff_max.max(args.restart_backoff_base));
     ecfg.runtime_handler = args.runtime_handler.clone();
+    ecfg.token_issuer = args.service_account_issuer.clone();
+    ecfg.token_max_expiration = args.service_account_max_token_expiration.map(Duration::from_secs);
     let objects = Objects::default();
     let mgr = PodManager::new(cri, ecfg.clone(), objects.clone());
 
@@ -300,6 +310,10 @@ async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, exe: &Path, re
     cmd.arg("--restart-backoff-base").arg(args.restart_backoff_base.to_string());
     cmd.arg("--restart-backoff-max").arg(args.restart_backoff_max.to_string());
     cmd.arg("--runtime-handler").arg(&args.runtime_handler);
+    cmd.arg("--service-account-issuer").arg(&args.service_account_issuer);
+    if let Some(s) = args.service_account_max_token_expiration {
+        cmd.arg("--service-account-max-token-expiration").arg(s.to_string());
+    }
     cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     cmd.current_dir("/");
     unsafe {

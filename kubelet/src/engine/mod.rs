@@ -10,6 +10,7 @@ pub mod probing;
 pub mod quantity;
 pub mod spec;
 pub mod status;
+pub mod tokens;
 pub mod volumes;
 pub mod worker;
 
@@ -38,6 +39,12 @@ pub struct EngineConfig {
     pub resync: Duration,
     /// CRI runtime handler for sandboxes ("" for the default).
     pub runtime_handler: String,
+    /// The service account token issuer's keys and published documents.
+    pub issuer_dir: PathBuf,
+    /// `iss` of service account tokens (and their default audience).
+    pub token_issuer: String,
+    /// Longest life of a service account token.
+    pub token_max_expiration: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -52,6 +59,9 @@ impl EngineConfig {
             backoff: backoff::BackoffPolicy::default(),
             resync: Duration::from_secs(30),
             runtime_handler: String::new(),
+            issuer_dir: state.join("issuer"),
+            token_issuer: tokens::DEFAULT_ISSUER.into(),
+            token_max_expiration: None,
         }
     }
 }
@@ -72,6 +82,8 @@ pub struct Shared {
     pub cfg: EngineConfig,
     pub objects: objects::Objects,
     pub events: events::Recorder,
+    /// Service account tokens for projected volumes.
+    pub tokens: Arc<dyn tokens::TokenIssuer>,
     /// Bumped whenever any pod's status is published.
     pub changed: watch::Sender<u64>,
 }
@@ -92,11 +104,18 @@ fn key_of(pod: &Pod) -> (String, String) {
 }
 
 impl PodManager {
+    /// A manager whose pods get tokens from Berth's own issuer.
     pub fn new(cri: Cri, cfg: EngineConfig, objects: objects::Objects) -> Arc<PodManager> {
+        let issuer = tokens::LocalIssuer::new(cfg.issuer_dir.clone(), &cfg.token_issuer, cfg.token_max_expiration);
+        Self::with_issuer(cri, cfg, objects, Arc::new(issuer))
+    }
+
+    pub fn with_issuer(cri: Cri, cfg: EngineConfig, objects: objects::Objects, tokens: Arc<dyn tokens::TokenIssuer>) -> Arc<PodManager> {
         let events = events::Recorder::new(&cfg.node_name);
-        let shared = Arc::new(Shared { cri, cfg, objects, events, changed: watch::channel(0).0 });
+        let shared = Arc::new(Shared { cri, cfg, objects, events, tokens, changed: watch::channel(0).0 });
         let m = Arc::new(PodManager { shared, pods: Mutex::new(BTreeMap::new()) });
         tokio::spawn(listen(Arc::downgrade(&m)));
+        tokio::spawn(volumes::housekeeping(Arc::downgrade(&m)));
         m
     }
 
@@ -201,6 +220,7 @@ impl PodManager {
             let _ = rt.stop_pod_sandbox(cri_proto::v1::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
             let _ = rt.remove_pod_sandbox(cri_proto::v1::RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
         }
+        volumes::remove_orphan_dirs(&self.shared, &known.into_iter().collect());
         Ok(())
     }
 

@@ -117,7 +117,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, log_root: &std::path::Path, cgrou
                 namespace_options: Some(namespace_options),
                 run_as_user: psc.and_then(|p| p.run_as_user).map(|v| cri::Int64Value { value: v }),
                 run_as_group: psc.and_then(|p| p.run_as_group).map(|v| cri::Int64Value { value: v }),
-                supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+                supplemental_groups: supplemental_groups(pod),
                 seccomp: Some(seccomp(psc.and_then(|p| p.seccomp_profile.as_ref()))),
                 ..Default::default()
             }),
@@ -126,6 +126,14 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, log_root: &std::path::Path, cgrou
         }),
         windows: None,
     }
+}
+
+/// The pod's supplemental groups, then its fsGroup (as kubelet adds it).
+fn supplemental_groups(pod: &Pod) -> Vec<i64> {
+    let psc = spec(pod).security_context.as_ref();
+    let mut g = psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default();
+    g.extend(psc.and_then(|p| p.fs_group));
+    g
 }
 
 /// Seccomp from the Kubernetes profile; RuntimeDefault when unset (kubelet's
@@ -203,7 +211,7 @@ pub fn container_config(pod: &Pod, c: &Container, inp: ContainerInputs) -> cri::
         run_as_user: sc.and_then(|s| s.run_as_user).or(psc.and_then(|p| p.run_as_user)).map(|v| cri::Int64Value { value: v }),
         run_as_group: sc.and_then(|s| s.run_as_group).or(psc.and_then(|p| p.run_as_group)).map(|v| cri::Int64Value { value: v }),
         readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
-        supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+        supplemental_groups: supplemental_groups(pod),
         no_new_privs: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         seccomp: Some(seccomp(sc.and_then(|s| s.seccomp_profile.as_ref()).or(psc.and_then(|p| p.seccomp_profile.as_ref())))),
         ..Default::default()

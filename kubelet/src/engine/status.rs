@@ -134,7 +134,7 @@ fn initialized(w: &Worker) -> bool {
 pub fn phase(w: &Worker) -> &'static str {
     let s = spec::spec(&w.pod);
     let policy = s.restart_policy.as_deref().unwrap_or("Always");
-    if w.init_failed {
+    if w.init_failed || w.volumes.evicted().is_some() {
         return "Failed";
     }
     if !initialized(w) {
@@ -206,7 +206,7 @@ pub fn compute(w: &Worker) -> PodStatus {
     let ready = unready_all.is_empty() && !completed;
     let not_ready_reason = if completed { "PodCompleted" } else { "ContainersNotReady" };
     let msg = format!("containers with unready status: [{}]", unready_all.join(" "));
-    let conditions = vec![
+    let mut conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None, &now),
         condition(
             "Initialized",
@@ -219,6 +219,17 @@ pub fn compute(w: &Worker) -> PodStatus {
         condition("ContainersReady", ready, Some(not_ready_reason), Some(msg), &now),
         condition("PodScheduled", true, None, None, &now),
     ];
+    let evicted = w.volumes.evicted();
+    if let Some(msg) = evicted {
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("TerminationByKubelet".into()),
+            message: Some(msg.to_string()),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        });
+    }
     let ips = w.pod_ips();
     PodStatus {
         phase: Some(phase),
@@ -231,6 +242,8 @@ pub fn compute(w: &Worker) -> PodStatus {
         host_ips: Some(vec![HostIP { ip: w.shared.cfg.host_ip.clone() }]),
         start_time: Some(Time(w.start_time)),
         qos_class: Some(qos_class(&w.pod).to_string()),
+        reason: evicted.map(|_| "Evicted".to_string()),
+        message: evicted.map(str::to_string),
         ..Default::default()
     }
 }

@@ -88,6 +88,8 @@ pub struct Worker {
     probe_tx: mpsc::Sender<ProbeEvent>,
     /// The sandbox's network namespace, for probes and hooks.
     netns: Option<(String, Option<std::path::PathBuf>)>,
+    /// The pod's volumes: set up before anything of the pod starts.
+    pub volumes: super::volumes::PodVolumes,
 }
 
 /// The pod's restart policy.
@@ -132,6 +134,7 @@ impl Worker {
             status_tx,
             probe_tx,
             netns: None,
+            volumes: Default::default(),
         };
         tokio::spawn(w.run(rx, probe_rx));
         (tx, status_rx)
@@ -280,8 +283,21 @@ impl Worker {
     /// One reconciliation. Returns when to look again at the latest.
     async fn sync(&mut self) -> anyhow::Result<Option<Duration>> {
         self.observe().await?;
-        if self.terminating {
+        if self.terminating || self.volumes.evicted().is_some() {
             return Ok(None);
+        }
+        // Volumes first: nothing of the pod starts before they are all set up.
+        let mut volumes_next = None;
+        if !self.terminal() {
+            let v = self.volumes.sync(&self.shared, &self.pod).await;
+            if v.evict {
+                self.stop_running(Some(2), "evicted").await;
+                return Ok(None);
+            }
+            if !v.ready {
+                return Ok(v.next);
+            }
+            volumes_next = v.next;
         }
         if !self.sandbox_ready() {
             if self.terminal() {
@@ -304,7 +320,7 @@ impl Worker {
             self.observe().await?;
         }
         let now = Instant::now();
-        let mut next: Option<Duration> = None;
+        let mut next: Option<Duration> = volumes_next;
         let mut wake = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
         let spec = spec::spec(&self.pod).clone();
         let policy = restart_policy(&self.pod).to_string();
@@ -477,7 +493,7 @@ impl Worker {
                 return Ok(None);
             }
         };
-        let mounts = match super::volumes::mounts(&self.shared, &self.pod, c) {
+        let mounts = match self.volumes.mounts(&self.shared, &self.pod, c, &envs) {
             Ok(m) => m,
             Err(e) => {
                 self.config_error(c, &format!("{e:#}"));

@@ -27,7 +27,10 @@ pub(crate) fn documents(file: &Path, text: &str) -> Vec<(usize, Result<Value, Ma
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let n = i + 1;
             match Value::deserialize(doc) {
-                Ok(v) => out.push((n, Ok(v))),
+                Ok(mut v) => {
+                    octal_modes(&mut v);
+                    out.push((n, Ok(v)))
+                }
                 Err(e) => {
                     out.push((n, Err(syntax(file, n, format!("invalid YAML: {e}")))));
                     break;
@@ -36,6 +39,26 @@ pub(crate) fn documents(file: &Path, text: &str) -> Vec<(usize, Result<Value, Ma
         }
     }
     out
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0644`), as Kubernetes
+/// reads them: YAML 1.2 makes a leading-zero scalar a string.
+fn octal_modes(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if matches!(k.as_str(), "mode" | "defaultMode") {
+                    if let Some(n) = x.as_str().filter(|s| s.len() > 1 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b))).and_then(|s| i64::from_str_radix(s, 8).ok()) {
+                        *x = Value::from(n);
+                        continue;
+                    }
+                }
+                octal_modes(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
 }
 
 fn syntax(file: &Path, document: usize, msg: String) -> ManifestError {
@@ -188,6 +211,17 @@ mod tests {
                 "spec.containers[1].ports[0].nmae: Unknown field"
             ]
         );
+    }
+
+    #[test]
+    fn yaml_octal_modes() {
+        let docs = documents(Path::new("p.yaml"), "spec:\n  volumes:\n  - secret: {defaultMode: 0600, items: [{key: a, path: a, mode: 0444}, {key: b, path: '0600', mode: 420}]}\n");
+        let v = docs[0].1.as_ref().unwrap();
+        let s = &v["spec"]["volumes"][0]["secret"];
+        assert_eq!(s["defaultMode"], 0o600);
+        assert_eq!(s["items"][0]["mode"], 0o444);
+        assert_eq!(s["items"][1]["mode"], 420);
+        assert_eq!(s["items"][1]["path"], "0600");
     }
 
     #[test]
