@@ -2,7 +2,6 @@
 //! builds them (labels, annotations, log paths, namespaces, resources,
 //! security context).
 
-use super::quantity;
 use cri_proto::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
@@ -142,27 +141,43 @@ fn seccomp(p: Option<&k8s_openapi::api::core::v1::SeccompProfile>) -> cri::Secur
     }
 }
 
-/// Linux resources of a container from its requests and limits.
-pub fn resources(c: &Container, oom_score_adj: i64) -> cri::LinuxContainerResources {
-    let res = c.resources.as_ref();
-    let get = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| m.and_then(|m| m.get(k)).cloned();
-    let req_cpu = get(res.and_then(|r| r.requests.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
-    let lim_cpu = get(res.and_then(|r| r.limits.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
-    let lim_mem = get(res.and_then(|r| r.limits.as_ref()), "memory").and_then(|q| quantity::value(&q));
-    // Requests default to limits, as the apiserver defaults them.
-    let shares = req_cpu.or(lim_cpu).map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
-    let (period, quota) = match lim_cpu {
-        Some(m) => (100_000, (m * 100_000 / 1000).max(1000)),
-        None => (0, 0),
-    };
-    cri::LinuxContainerResources {
-        cpu_period: period,
-        cpu_quota: quota,
-        cpu_shares: shares,
-        memory_limit_in_bytes: lim_mem.unwrap_or(0),
-        oom_score_adj,
-        ..Default::default()
+/// Linux resources of a container, as kubelet computes them: cpu shares
+/// from the request (a limit alone counts as the request; at least 2), CFS
+/// quota from the limit over the node's period, the memory limit (swap
+/// stays off: the runtime sets memory+swap to the limit), hugepages, and on
+/// cgroup v2 `memory.oom.group` so an OOM kill takes the whole container.
+pub fn resources(node: &super::node::Node, c: &Container, oom_score_adj: i64) -> cri::LinuxContainerResources {
+    use super::qos;
+    let req = qos::container_requests(c);
+    let lim = qos::container_limits(c);
+    let cpu_req = qos::milli(req.get("cpu").copied().unwrap_or(0));
+    let cpu_lim = qos::milli(lim.get("cpu").copied().unwrap_or(0));
+    let mem_lim = qos::value(lim.get("memory").copied().unwrap_or(0));
+    let shares = if cpu_req == 0 && cpu_lim != 0 { qos::shares(cpu_lim) } else { qos::shares(cpu_req) };
+    let mut r = cri::LinuxContainerResources { cpu_shares: shares, memory_limit_in_bytes: mem_lim.max(0), oom_score_adj, ..Default::default() };
+    if node.cfg.cpu_cfs_quota {
+        let period = node.cfg.cfs_period().unwrap_or(100_000);
+        r.cpu_period = period;
+        r.cpu_quota = qos::quota(cpu_lim, period);
     }
+    for (k, v) in lim.iter().chain(req.iter()) {
+        if let Some(size) = k.strip_prefix("hugepages-") {
+            let page = size.replace("Ki", "KB").replace("Mi", "MB").replace("Gi", "GB");
+            if !r.hugepage_limits.iter().any(|h| h.page_size == page) {
+                r.hugepage_limits.push(cri::HugepageLimit { page_size: page, limit: qos::value(*v).max(0) as u64 });
+            }
+        }
+    }
+    if berth_runtime::linux::cgroups::is_unified() {
+        r.unified.insert("memory.oom.group".into(), "1".into());
+    }
+    r
+}
+
+/// A container's resources in a pod on this node, oom_score_adj included.
+pub fn container_resources(node: &super::node::Node, pod: &Pod, c: &Container) -> cri::LinuxContainerResources {
+    let mem = super::qos::value(node.capacity.get("memory").copied().unwrap_or(0));
+    resources(node, c, super::qos::oom_score_adj(pod, c, mem))
 }
 
 /// Inputs of a container config that come from outside the spec.
@@ -171,7 +186,7 @@ pub struct ContainerInputs {
     pub image: String,
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<cri::Mount>,
-    pub oom_score_adj: i64,
+    pub resources: cri::LinuxContainerResources,
 }
 
 /// The CRI config of one container of the pod.
@@ -235,7 +250,7 @@ pub fn container_config(pod: &Pod, c: &Container, inp: ContainerInputs) -> cri::
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
         tty: c.tty == Some(true),
-        linux: Some(cri::LinuxContainerConfig { resources: Some(resources(c, inp.oom_score_adj)), security_context: Some(sec) }),
+        linux: Some(cri::LinuxContainerConfig { resources: Some(inp.resources), security_context: Some(sec) }),
         ..Default::default()
     }
 }
