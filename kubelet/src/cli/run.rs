@@ -119,6 +119,9 @@ pub struct NodeArgs {
     /// Eviction signals to pretend, for tests and demos: memory.available=50Mi
     #[arg(long)]
     simulate_signal: Option<String>,
+    /// A file of signal=value lines to pretend while it exists (read every round).
+    #[arg(long)]
+    simulate_signals_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -198,6 +201,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.simulate_signal {
             c.simulated_signals = pairs("simulate-signal", v, '=')?;
+        }
+        if let Some(v) = &self.simulate_signals_file {
+            c.simulated_signals_file = std::path::absolute(v).unwrap_or_else(|_| v.clone()).display().to_string();
         }
         c.validate().map_err(|e| anyhow::anyhow!("node settings: {e}"))?;
         Ok(c)

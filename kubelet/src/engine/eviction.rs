@@ -42,7 +42,7 @@ pub fn observe(s: &Snapshot, node: &Node) -> Observations {
         }
     }
     o.insert("pid.available".into(), Observation { available: (n.max_pid - n.processes).max(0) as i128 * NANO, capacity: n.max_pid as i128 * NANO });
-    for (k, v) in &node.cfg.simulated_signals {
+    for (k, v) in &node.cfg.simulated() {
         if let Ok(q) = ParsedQuantity::parse(v) {
             let cap = o.get(k).map(|x| x.capacity).unwrap_or(q.nanos());
             o.insert(k.clone(), Observation { available: q.nanos(), capacity: cap });

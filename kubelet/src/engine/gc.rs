@@ -10,6 +10,7 @@
 use super::spec;
 use super::Shared;
 use cri_proto::v1 as cri;
+use k8s_openapi::api::core::v1::Pod;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,24 @@ pub struct Candidate {
 
 impl ImageGc {
     /// Unused images (with sizes), oldest use first; updates the records.
-    async fn unused(&self, shared: &Shared, now: Instant) -> anyhow::Result<Vec<Candidate>> {
+    /// Images of containers (any state) are in use, and so are those of
+    /// admitted pods whose containers do not exist yet.
+    async fn unused(&self, shared: &Shared, pods: &[Pod], now: Instant) -> anyhow::Result<Vec<Candidate>> {
         let mut img = shared.cri.images.clone();
         let images = img.list_images(cri::ListImagesRequest::default()).await?.into_inner().images;
         let mut rt = shared.cri.runtime.clone();
         let containers = rt.list_containers(cri::ListContainersRequest::default()).await?.into_inner().containers;
-        let used: HashSet<String> = containers.iter().flat_map(|c| [c.image_ref.clone(), c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default()]).filter(|s| !s.is_empty()).collect();
+        let mut used: HashSet<String> = containers.iter().flat_map(|c| [c.image_ref.clone(), c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default()]).filter(|s| !s.is_empty()).collect();
+        let wanted: HashSet<String> = pods.iter().flat_map(|p| {
+            let s = spec::spec(p);
+            s.containers.iter().chain(s.init_containers.iter().flatten()).filter_map(|c| c.image.clone()).collect::<Vec<_>>()
+        }).collect();
+        for w in wanted {
+            let st = img.image_status(cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: w, ..Default::default() }), verbose: false }).await;
+            if let Some(i) = st.ok().and_then(|r| r.into_inner().image) {
+                used.insert(i.id);
+            }
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let ids: HashSet<&String> = images.iter().map(|i| &i.id).collect();
         seen.retain(|id, _| ids.contains(id));
@@ -58,11 +71,11 @@ impl ImageGc {
 
     /// Removes unused images until `bytes` are freed (all when `None`);
     /// returns what was freed.
-    pub async fn delete_unused(&self, shared: &Shared, bytes: Option<u64>, min_age: Duration) -> anyhow::Result<u64> {
+    pub async fn delete_unused(&self, shared: &Shared, pods: &[Pod], bytes: Option<u64>, min_age: Duration) -> anyhow::Result<u64> {
         let now = Instant::now();
         let mut freed = 0u64;
         let mut img = shared.cri.images.clone();
-        for c in self.unused(shared, now).await? {
+        for c in self.unused(shared, pods, now).await? {
             if bytes.is_some_and(|b| freed >= b) {
                 break;
             }
@@ -81,12 +94,12 @@ impl ImageGc {
     }
 
     /// Kubelet's periodic image GC against the high and low thresholds.
-    pub async fn collect(&self, shared: &Shared) -> anyhow::Result<()> {
+    pub async fn collect(&self, shared: &Shared, pods: &[Pod]) -> anyhow::Result<()> {
         let cfg = &shared.node.cfg;
         let (high, low) = (cfg.image_gc_high_threshold_percent, cfg.image_gc_low_threshold_percent);
         let min_age = cfg.duration(&cfg.image_minimum_gc_age, Duration::from_secs(120));
         // Keep the records of use fresh even when nothing is removed.
-        let _ = self.unused(shared, Instant::now()).await?;
+        let _ = self.unused(shared, pods, Instant::now()).await?;
         if high >= 100 {
             return Ok(());
         }
@@ -101,7 +114,7 @@ impl ImageGc {
         let target = (fs.capacity_bytes as u128 * (100 - low as u128) / 100) as u64;
         let to_free = target.saturating_sub(fs.available_bytes).max(1);
         tracing::info!(usage, high, to_free, "image filesystem usage is over the high threshold: removing unused images");
-        self.delete_unused(shared, Some(to_free), min_age).await?;
+        self.delete_unused(shared, pods, Some(to_free), min_age).await?;
         Ok(())
     }
 }

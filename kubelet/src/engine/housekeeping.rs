@@ -37,7 +37,7 @@ pub async fn run(m: Weak<PodManager>) {
         }
         if now >= next_image_gc {
             next_image_gc = now + image_gc_period;
-            if let Err(e) = mgr.shared.image_gc.collect(&mgr.shared).await {
+            if let Err(e) = mgr.shared.image_gc.collect(&mgr.shared, &mgr.active()).await {
                 tracing::warn!("image garbage collection: {e:#}");
             }
         }
@@ -68,7 +68,7 @@ pub async fn tick(mgr: &PodManager) {
     if d.resource == "ephemeral-storage" || d.resource == "inodes" {
         let known: HashSet<String> = mgr.uids().into_iter().collect();
         let _ = gc::collect_containers(shared, &known).await;
-        let _ = shared.image_gc.delete_unused(shared, None, Duration::ZERO).await;
+        let _ = shared.image_gc.delete_unused(shared, &mgr.active(), None, Duration::ZERO).await;
         if let Ok(again) = shared.stats.sample(shared).await {
             let obs = eviction::observe(&again, &shared.node);
             if eviction::thresholds_met(std::slice::from_ref(&d.threshold), &obs, false).is_empty() {

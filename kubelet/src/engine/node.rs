@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// Eviction signal values that replace the observed ones, for tests and
     /// demos: `memory.available: 50Mi`.
     pub simulated_signals: BTreeMap<String, String>,
+    /// A file of `signal=value` lines, read every round, that replace
+    /// observed values while it exists.
+    pub simulated_signals_file: String,
 }
 
 /// kubelet's default hard eviction thresholds on Linux.
@@ -117,6 +120,7 @@ impl Default for NodeConfig {
             housekeeping_interval: "10s".into(),
             image_gc_period: "5m".into(),
             simulated_signals: BTreeMap::new(),
+            simulated_signals_file: String::new(),
         }
     }
 }
@@ -267,6 +271,25 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
 }
 
 impl NodeConfig {
+    /// The simulated signals now: the fixed ones, then the file's.
+    pub fn simulated(&self) -> BTreeMap<String, String> {
+        let mut m = self.simulated_signals.clone();
+        if !self.simulated_signals_file.is_empty() {
+            if let Ok(text) = std::fs::read_to_string(&self.simulated_signals_file) {
+                for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                    if let Some((k, v)) = l.split_once('=') {
+                        if check_signal(k.trim()).is_ok() && ParsedQuantity::parse(v.trim()).is_ok() {
+                            m.insert(k.trim().to_string(), v.trim().to_string());
+                        } else {
+                            tracing::warn!(file = %self.simulated_signals_file, line = l, "ignoring a bad simulated signal");
+                        }
+                    }
+                }
+            }
+        }
+        m
+    }
+
     /// Reads a `KubeletConfiguration` file; unknown fields are errors.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading kubelet config {}: {e}", path.display()))?;
