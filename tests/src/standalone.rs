@@ -214,19 +214,26 @@ impl Standalone {
     }
 
     /// Cgroup directories left under this test's parent, in every hierarchy.
+    /// While `berth run` runs, its (empty) QoS cgroups `kubepods`,
+    /// `kubepods/burstable` and `kubepods/besteffort` belong there.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        fn walk(d: &std::path::Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    out.push(e.path());
+                    walk(&e.path(), out);
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
         roots.push(PathBuf::from("/sys/fs/cgroup"));
         for root in roots {
             let d = root.join(self.cgroup_parent.trim_start_matches('/'));
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        out.push(e.path());
-                    }
-                }
-            }
+            let mut found = Vec::new();
+            walk(&d, &mut found);
+            let qos = [d.join("kubepods"), d.join("kubepods/burstable"), d.join("kubepods/besteffort")];
+            out.extend(found.into_iter().filter(|p| self.child.is_none() || !qos.contains(p)));
         }
         out
     }

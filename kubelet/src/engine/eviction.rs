@@ -138,6 +138,11 @@ impl Manager {
         }
     }
 
+    /// The thresholds met at the last round.
+    pub fn met(&self) -> Vec<Threshold> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).thresholds_met.clone()
+    }
+
     pub fn conditions(&self) -> Vec<String> {
         self.conditions.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -59,7 +59,21 @@ pub async fn tick(mgr: &PodManager) {
     let decision = shared.eviction.decide(&obs, Instant::now());
     let after = shared.eviction.conditions();
     if before != after {
-        tracing::warn!(conditions = ?after, "node pressure conditions changed");
+        if after.is_empty() {
+            tracing::warn!("node pressure is gone");
+        } else {
+            let crossed: Vec<String> = shared
+                .eviction
+                .met()
+                .iter()
+                .filter_map(|t| obs.get(&t.signal).map(|o| format!("{} {} < {}", t.signal, qos::format_bytes(qos::value(o.available)), qos::format_bytes(qos::value(t.value.amount(o.capacity))))))
+                .collect();
+            tracing::warn!(
+                "node under {}: {}; pods are evicted and new ones refused (thresholds: --eviction-hard, --eviction-soft, or the kubelet config)",
+                after.join(", "),
+                crossed.join(", ")
+            );
+        }
     }
     mgr.after_change();
     let Some(d) = decision else { return };

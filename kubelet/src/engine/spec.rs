@@ -180,6 +180,42 @@ pub fn container_resources(node: &super::node::Node, pod: &Pod, c: &Container) -
     resources(node, c, super::qos::oom_score_adj(pod, c, mem))
 }
 
+/// The pod-level resources and RuntimeClass overhead kubelet hands the
+/// runtime with the sandbox (for runtimes that size a VM or account pods).
+pub fn sandbox_resources(node: &super::node::Node, pod: &Pod) -> (cri::LinuxContainerResources, Option<cri::LinuxContainerResources>) {
+    use super::qos;
+    let mut no_overhead = pod.clone();
+    if let Some(s) = no_overhead.spec.as_mut() {
+        s.overhead = None;
+    }
+    let req = qos::pod_requests(&no_overhead);
+    let lim = qos::pod_limits(&no_overhead).limits;
+    let as_container = |req_cpu: Option<i128>, lim_cpu: i128, lim_mem: i128| {
+        let mut c = Container::default();
+        let mut r = k8s_openapi::api::core::v1::ResourceRequirements::default();
+        let q = |n: i128| k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!("{n}n"));
+        let mut limits = std::collections::BTreeMap::new();
+        if lim_cpu > 0 {
+            limits.insert("cpu".to_string(), q(lim_cpu));
+        }
+        if lim_mem > 0 {
+            limits.insert("memory".to_string(), q(lim_mem));
+        }
+        r.limits = Some(limits);
+        r.requests = req_cpu.map(|n| [("cpu".to_string(), q(n))].into());
+        c.resources = Some(r);
+        let mut out = resources(node, &c, 0);
+        out.unified.clear();
+        out
+    };
+    let res = as_container(req.get("cpu").copied(), lim.get("cpu").copied().unwrap_or(0), lim.get("memory").copied().unwrap_or(0));
+    let overhead = spec(pod).overhead.as_ref().map(|o| {
+        let get = |k: &str| o.get(k).and_then(|q| crate::manifest::quantity::ParsedQuantity::parse(&q.0).ok()).map(|p| p.nanos()).unwrap_or(0);
+        as_container(Some(get("cpu")), get("cpu"), get("memory"))
+    });
+    (res, overhead)
+}
+
 /// Inputs of a container config that come from outside the spec.
 pub struct ContainerInputs {
     pub attempt: u32,
@@ -260,4 +296,39 @@ pub fn container_hash(c: &Container) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(serde_json::to_vec(c).unwrap_or_default());
     hex::encode(&d[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{Machine, Node, NodeConfig};
+    use super::super::qos::{List, NANO};
+    use super::*;
+
+    fn node() -> Node {
+        let mut capacity = List::new();
+        capacity.insert("cpu".into(), 2 * NANO);
+        capacity.insert("memory".into(), (1i128 << 30) * NANO);
+        Node::new("n", NodeConfig::default(), Machine { capacity, cpus: vec![0, 1] })
+    }
+
+    #[test]
+    fn container_and_sandbox_resources() {
+        let pod: Pod = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  overhead: {cpu: 100m, memory: 10Mi}\n  containers:\n  - {name: a, image: i, resources: {requests: {cpu: 250m}, limits: {cpu: 500m, memory: 64Mi}}}\n  - {name: b, image: i, resources: {limits: {cpu: 100m, memory: 16Mi, hugepages-2Mi: 4Mi}}}\n",
+        )
+        .unwrap();
+        let n = node();
+        let a = resources(&n, &spec(&pod).containers[0], 5);
+        assert_eq!((a.cpu_shares, a.cpu_quota, a.cpu_period, a.memory_limit_in_bytes, a.oom_score_adj), (256, 50_000, 100_000, 64 << 20, 5));
+        let b = resources(&n, &spec(&pod).containers[1], 0);
+        assert_eq!(b.cpu_shares, 102, "the limit is the request");
+        assert_eq!(b.hugepage_limits, vec![cri::HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }]);
+        let none: Pod = serde_yaml::from_str("metadata: {name: p}\nspec: {containers: [{name: c, image: i}]}").unwrap();
+        let c = resources(&n, &spec(&none).containers[0], 1000);
+        assert_eq!((c.cpu_shares, c.cpu_quota, c.memory_limit_in_bytes), (2, 0, 0));
+        let (sb, overhead) = sandbox_resources(&n, &pod);
+        assert_eq!((sb.cpu_shares, sb.cpu_quota, sb.memory_limit_in_bytes), (358, 60_000, 80 << 20));
+        let o = overhead.unwrap();
+        assert_eq!((o.cpu_shares, o.cpu_quota, o.memory_limit_in_bytes), (102, 10_000, 10 << 20));
+    }
 }

@@ -622,7 +622,13 @@ impl Worker {
                 return Err(e);
             }
         }
-        let config = spec::sandbox_config(&self.pod, attempt, &self.shared.cfg.log_root, &self.cgroup_parent());
+        let mut config = spec::sandbox_config(&self.pod, attempt, &self.shared.cfg.log_root, &self.cgroup_parent());
+        if let Some(l) = config.linux.as_mut() {
+            (l.resources, l.overhead) = {
+                let (r, o) = spec::sandbox_resources(&self.shared.node, &self.pod);
+                (Some(r), o)
+            };
+        }
         std::fs::create_dir_all(&config.log_directory)?;
         let mut rt = self.shared.cri.runtime.clone();
         match rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: self.shared.cfg.runtime_handler.clone() }).await {
