@@ -179,10 +179,12 @@ impl Worker {
                         self.evicted = Some(message);
                         self.publish();
                         self.terminate(Some(grace), false).await;
+                        self.publish();
                         let _ = done.send(());
                     }
                     Some(Msg::Resize { pod, pending, done }) => {
                         let r = self.resize(*pod, pending).await;
+                        self.publish();
                         let _ = done.send(r);
                     }
                 },
