@@ -120,12 +120,20 @@ async fn handle(req: Request<Incoming>, pods: Arc<PodManager>, info: Arc<Info>, 
             }
         }
         (Method::GET, ["node"]) => json(StatusCode::OK, &pods.shared.node.to_api(&pods.shared.eviction.conditions(), &pods.shared.cfg.host_ip)),
-        (Method::GET, ["stats"]) => match pods.shared.stats.latest() {
+        (Method::GET, ["stats"]) => match pods.shared.stats.latest().filter(|s| s.window > 0.0) {
             Some(s) => json(StatusCode::OK, &s),
-            None => match pods.shared.stats.sample(&pods.shared).await {
-                Ok(s) => json(StatusCode::OK, &s),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("collecting usage: {e:#}")),
-            },
+            // No rates yet (just started): two samples a second apart.
+            None => {
+                let mut r = pods.shared.stats.sample(&pods.shared).await;
+                if r.as_ref().is_ok_and(|s| s.window == 0.0) {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    r = pods.shared.stats.sample(&pods.shared).await;
+                }
+                match r {
+                    Ok(s) => json(StatusCode::OK, &s),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("collecting usage: {e:#}")),
+                }
+            }
         },
         (Method::POST, ["pods", ns, name, "resize"]) => {
             let body = match req.into_body().collect().await {

@@ -711,3 +711,62 @@ fn bad_node_settings_are_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("kubelet.yaml") && err.contains("maxPod"), "{err}");
 }
+
+#[test]
+fn detached_runs_keep_the_node_settings() {
+    let s = Standalone::new();
+    let pod = |name: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {IMAGE}, command: [sleep, '1000']}}]\n");
+    let m = s.write("two.yaml", &[pod("first"), pod("second")].join("---\n"));
+    let out = s.berth_ok(&["run", "--detach", "--max-pods", "1", "--eviction-hard", "memory.available<100Mi", m.to_str().unwrap()]);
+    assert!(out.contains("running in the background"), "{out}");
+    let p = s.wait_pod("second", "rejected", 60, |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "OutOfpods", "{p}");
+    s.wait_pod("first", "running", 60, |p| running(p, "c"));
+    s.berth_ok(&["stop"]);
+    s.assert_clean();
+}
+
+#[test]
+fn disk_and_pid_pressure_evict_and_refuse_pods() {
+    let mut s = Standalone::new();
+    let pod = |name: &str, res: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  containers: [{{name: c, image: {IMAGE}, command: [sleep, '1000'], resources: {res}}}]\n");
+    let m = s.write("pods.yaml", &[pod("a", "{}"), pod("b", "{requests: {memory: 10Mi}}")].join("---\n"));
+    let signals = s.root.path().join("signals");
+    s.start(&[
+        m.to_str().unwrap(),
+        "--eviction-hard",
+        "memory.available<100Mi,nodefs.available<1Mi,pid.available<100",
+        "--housekeeping-interval",
+        "1s",
+        "--eviction-pressure-transition-period",
+        "2s",
+        "--simulate-signals-file",
+        signals.to_str().unwrap(),
+    ]);
+    for n in ["a", "b"] {
+        s.wait_pod(n, "running", 60, |p| running(p, "c"));
+    }
+    std::fs::write(&signals, "nodefs.available=100Ki\n").unwrap();
+    for n in ["a", "b"] {
+        let p = s.wait_pod(n, "evicted", 90, |p| p["status"]["reason"] == "Evicted");
+        let msg = p["status"]["message"].as_str().unwrap();
+        assert!(msg.starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: 1Mi, available: 100Ki. "), "{msg}");
+    }
+    assert_eq!(condition(&node(&s), "DiskPressure")["status"], "True");
+    let late = |name: &str| {
+        let f = s.write(&format!("{name}.yaml"), &pod(name, "{requests: {memory: 10Mi}}"));
+        s.berth_ok(&["run", f.to_str().unwrap()]);
+        s.wait_pod(name, "rejected", 30, |p| phase(p) == "Failed")["status"]["message"].as_str().unwrap().to_string()
+    };
+    // Disk pressure refuses every pod, not only BestEffort ones.
+    assert_eq!(late("late-disk"), "Pod was rejected: The node had condition: [DiskPressure]. ");
+    std::fs::write(&signals, "pid.available=50\n").unwrap();
+    wait_until("PIDPressure", 60, || condition(&node(&s), "PIDPressure")["status"] == "True");
+    wait_until("DiskPressure to clear", 60, || condition(&node(&s), "DiskPressure")["status"] == "False");
+    assert_eq!(late("late-pid"), "Pod was rejected: The node had condition: [PIDPressure]. ");
+    std::fs::remove_file(&signals).unwrap();
+    wait_until("PIDPressure to clear", 60, || condition(&node(&s), "PIDPressure")["status"] == "False");
+    let st = s.interrupt();
+    assert!(st.success(), "{}", s.output());
+    s.assert_clean();
+}

@@ -86,6 +86,8 @@ pub struct PodCgroups {
     /// Serialises changes to the tree.
     lock: Mutex<()>,
     warned: Mutex<HashSet<String>>,
+    /// The burstable cgroup's shares as last written.
+    burstable_shares: Mutex<Option<i64>>,
 }
 
 fn io_err(op: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
@@ -111,6 +113,7 @@ impl PodCgroups {
             node: node.clone(),
             lock: Mutex::new(()),
             warned: Mutex::new(HashSet::new()),
+            burstable_shares: Mutex::new(None),
         }
     }
 
@@ -314,6 +317,7 @@ impl PodCgroups {
 
     /// Creates kubepods and the QoS cgroups with their settings.
     pub fn ensure_qos(&self) -> anyhow::Result<()> {
+        *self.burstable_shares.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let kubepods = self.path(&self.qos_name(QosClass::Guaranteed));
         self.create(&kubepods)?;
@@ -334,11 +338,17 @@ impl PodCgroups {
     /// Burstable's cpu shares follow the cpu requests of its pods.
     pub fn update_qos(&self, pods: &[Pod]) {
         let milli: i64 = pods.iter().filter(|p| qos::class_of(p) == QosClass::Burstable).map(|p| qos::milli(qos::pod_request(p, "cpu"))).sum();
+        let shares = qos::shares(milli);
+        let mut last = self.burstable_shares.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == Some(shares) {
+            return;
+        }
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let p = self.path(&self.qos_name(QosClass::Burstable));
         if self.dirs(&p).iter().any(|d| d.exists()) {
-            if let Err(e) = self.apply(&p, &Values { cpu_shares: Some(qos::shares(milli)), ..Default::default() }) {
-                self.warn_once("burstable".into(), format!("setting the burstable cgroup: {e:#}"));
+            match self.apply(&p, &Values { cpu_shares: Some(shares), ..Default::default() }) {
+                Ok(()) => *last = Some(shares),
+                Err(e) => self.warn_once("burstable".into(), format!("setting the burstable cgroup: {e:#}")),
             }
         }
     }

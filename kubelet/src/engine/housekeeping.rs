@@ -82,7 +82,9 @@ pub async fn tick(mgr: &PodManager) {
     if d.resource == "ephemeral-storage" || d.resource == "inodes" {
         let known: HashSet<String> = mgr.uids().into_iter().collect();
         let _ = gc::collect_containers(shared, &known).await;
-        let _ = shared.image_gc.delete_unused(shared, &mgr.active(), None, Duration::ZERO).await;
+        let cfg = &shared.node.cfg;
+        let min_age = cfg.duration(&cfg.image_minimum_gc_age, Duration::from_secs(120));
+        let _ = shared.image_gc.delete_unused(shared, &mgr.active(), None, min_age).await;
         if let Ok(again) = shared.stats.sample(shared).await {
             let obs = eviction::observe(&again, &shared.node);
             if eviction::thresholds_met(std::slice::from_ref(&d.threshold), &obs, false).is_empty() {
