@@ -97,7 +97,7 @@ run_phase() { # $1: label, $2: extra fields, $3...: berth run options
   manifests "$extra" > "$work/pods.yaml"
   local t0 t1
   t0=$EPOCHREALTIME
-  berth run --detach "$@" "$work/pods.yaml" >/dev/null
+  berth run --detach --eviction-hard 'memory.available<100Mi' "$@" "$work/pods.yaml" >/dev/null
   until all_ready; do sleep 0.1; done
   t1=$EPOCHREALTIME
   local pid shims rss pss c0 c1

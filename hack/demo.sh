@@ -68,7 +68,9 @@ cleanup_all() {
 trap cleanup_all EXIT
 
 echo "--- berth run --detach examples/web.yaml"
-berth run --detach examples/web.yaml
+# Evict on memory pressure only: a workstation's disk may be fuller than
+# kubelet's default nodefs/imagefs thresholds (10%/15% free) allow.
+berth run --detach --eviction-hard 'memory.available<100Mi' examples/web.yaml
 ready() {
   berth get pods web -o json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(c["type"]=="Ready" and c["status"]=="True" for c in p["status"].get("conditions", [])) else 1)' 2>/dev/null
 }

@@ -8,6 +8,9 @@
 //! - `DELETE /pods/{ns}/{name}?gracePeriodSeconds=N` → waits until gone
 //! - `POST /apply` with a manifest bundle → the pods started
 //! - `POST /shutdown` → terminates every pod, then the daemon exits
+//! - `GET /node` → the `Node` (capacity, allocatable, conditions, taints)
+//! - `GET /stats` → the latest usage sample of the node and its pods
+//! - `POST /pods/{ns}/{name}/resize` with a `ResizeRequest` → the `Pod`
 
 use crate::engine::PodManager;
 use bytes::Bytes;
@@ -116,6 +119,36 @@ async fn handle(req: Request<Incoming>, pods: Arc<PodManager>, info: Arc<Info>, 
                 Err(e) => error(StatusCode::BAD_REQUEST, format!("bad apply request: {e}")),
             }
         }
+        (Method::GET, ["node"]) => json(StatusCode::OK, &pods.shared.node.to_api(&pods.shared.eviction.conditions(), &pods.shared.cfg.host_ip)),
+        (Method::GET, ["stats"]) => match pods.shared.stats.latest().filter(|s| s.window > 0.0) {
+            Some(s) => json(StatusCode::OK, &s),
+            // No rates yet (just started): two samples a second apart.
+            None => {
+                let mut r = pods.shared.stats.sample(&pods.shared).await;
+                if r.as_ref().is_ok_and(|s| s.window == 0.0) {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    r = pods.shared.stats.sample(&pods.shared).await;
+                }
+                match r {
+                    Ok(s) => json(StatusCode::OK, &s),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("collecting usage: {e:#}")),
+                }
+            }
+        },
+        (Method::POST, ["pods", ns, name, "resize"]) => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
+            };
+            match serde_json::from_slice::<crate::engine::resize::ResizeRequest>(&body) {
+                Ok(r) => match pods.resize(ns, name, &r).await {
+                    Ok(p) => json(StatusCode::OK, &p),
+                    Err(e) if e.contains("not found in namespace") => error(StatusCode::NOT_FOUND, e),
+                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+                },
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("bad resize request: {e}")),
+            }
+        }
         (Method::POST, ["shutdown"]) => {
             hooks.shutdown.notify_one();
             json(StatusCode::OK, &serde_json::json!({ "shuttingDown": true }))
@@ -189,6 +222,18 @@ impl Client {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    pub async fn node(&self) -> anyhow::Result<k8s_openapi::api::core::v1::Node> {
+        self.get_json(Method::GET, "/node", None).await
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<crate::engine::stats::Snapshot> {
+        self.get_json(Method::GET, "/stats", None).await
+    }
+
+    pub async fn resize(&self, ns: &str, name: &str, req: &crate::engine::resize::ResizeRequest) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+        self.get_json(Method::POST, &format!("/pods/{ns}/{name}/resize"), Some(serde_json::to_vec(req)?)).await
     }
 
     pub async fn apply(&self, req: &ApplyRequest) -> anyhow::Result<Vec<String>> {

@@ -6,7 +6,7 @@
 use crate::{berth_bin, require_root, TestRoot};
 use berth_runtime::image::builder;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,13 +91,23 @@ impl Standalone {
     }
 
     /// Starts `berth run ARGS` (fast back-off) and waits for its API.
+    /// Unless ARGS say otherwise, only memory pressure evicts (test machines'
+    /// disks may be fuller than kubelet's default disk thresholds) and image
+    /// garbage collection is off.
     pub fn start(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "berth run is already running");
         self.runs += 1;
         let out = std::fs::File::create(self.out_path()).expect("output file");
+        let mut defaults: Vec<&str> = Vec::new();
+        for (flag, value) in [("--eviction-hard", "memory.available<100Mi"), ("--image-gc-high-threshold", "100")] {
+            if !args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}="))) {
+                defaults.extend([flag, value]);
+            }
+        }
         let child = self
             .command()
             .args(["--log-level", "info", "run", "--restart-backoff-base", "0.5", "--restart-backoff-max", "4"])
+            .args(&defaults)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -222,18 +232,27 @@ impl Standalone {
         }
     }
 
-    /// Cgroup directories left under this test's parent.
+    /// Cgroup directories left under this test's parent, in every hierarchy.
+    /// While `berth run` runs, its (empty) QoS cgroups `kubepods`,
+    /// `kubepods/burstable` and `kubepods/besteffort` belong there.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for ctl in ["memory", "cpu", "pids", "cpu,cpuacct", "unified"] {
-            let d = Path::new("/sys/fs/cgroup").join(ctl).join(self.cgroup_parent.trim_start_matches('/'));
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        out.push(e.path());
-                    }
+        fn walk(d: &std::path::Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    out.push(e.path());
+                    walk(&e.path(), out);
                 }
             }
+        }
+        let mut out = Vec::new();
+        let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        roots.push(PathBuf::from("/sys/fs/cgroup"));
+        for root in roots {
+            let d = root.join(self.cgroup_parent.trim_start_matches('/'));
+            let mut found = Vec::new();
+            walk(&d, &mut found);
+            let qos = [d.join("kubepods"), d.join("kubepods/burstable"), d.join("kubepods/besteffort")];
+            out.extend(found.into_iter().filter(|p| self.child.is_none() || !qos.contains(p)));
         }
         out
     }
@@ -286,7 +305,7 @@ impl Drop for Standalone {
         if self.child.is_none() && !self.leftover_mounts().is_empty() {
             // Killed earlier: start again so the pods are adopted and stopped.
             self.runs += 1;
-            if let Ok(c) = self.command().args(["run", "--restart-backoff-base", "0.5"]).arg("--manifest-dir").arg(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+            if let Ok(c) = self.command().args(["run", "--restart-backoff-base", "0.5", "--eviction-hard", "memory.available<100Mi"]).arg("--manifest-dir").arg(self.dir.path()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
                 self.child = Some(c);
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -294,9 +313,8 @@ impl Drop for Standalone {
         if self.child.is_some() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.interrupt()));
         }
-        for ctl in ["memory", "cpu", "pids", "cpu,cpuacct", "unified", "cpuset", "hugetlb", "blkio", "devices", "freezer", "net_cls", "perf_event"] {
-            let d = Path::new("/sys/fs/cgroup").join(ctl).join(self.cgroup_parent.trim_start_matches('/'));
-            let _ = std::fs::remove_dir(&d);
+        for root in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(root.path().join(self.cgroup_parent.trim_start_matches('/')));
         }
     }
 }

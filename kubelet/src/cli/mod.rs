@@ -5,7 +5,9 @@ mod containers;
 mod exec;
 mod images;
 mod pods;
+mod resize;
 mod run;
+mod top;
 
 use berth_runtime::Config;
 use clap::{Parser, Subcommand};
@@ -53,6 +55,12 @@ enum Command {
     Delete(pods::DeleteWhat),
     /// Stop a running `berth run` (e.g. one started with --detach): every pod terminates gracefully.
     Stop,
+    /// Show CPU and memory use of pods or of the node.
+    #[command(subcommand)]
+    Top(top::TopWhat),
+    /// Resize a running pod's container in place (cpu, memory).
+    #[command(subcommand)]
+    Resize(resize::ResizeWhat),
     /// Manage images: pull, list, remove, import, inspect.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -165,6 +173,8 @@ pub fn main() -> ExitCode {
             Command::Exec(args) => rt.block_on(pods::exec(cfg, args)),
             Command::Delete(what) => rt.block_on(pods::delete(cfg, what)),
             Command::Stop => rt.block_on(pods::stop(cfg)),
+            Command::Top(what) => rt.block_on(top::run(cfg, what)),
+            Command::Resize(what) => rt.block_on(resize::run(cfg, what)),
             Command::Container(cmd) => rt.block_on(containers::run(cfg, cmd)),
             Command::Cni(cmd) => cni::run(cfg, cmd),
             Command::Cri { socket, stream_address } => rt.block_on(async {

@@ -38,6 +38,12 @@ pub enum GetWhat {
         #[arg(short, long)]
         watch: bool,
     },
+    /// Show the node: conditions, capacity, allocatable (with -o).
+    #[command(alias = "node", alias = "no")]
+    Nodes {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,7 +117,10 @@ fn client(cfg: &Config) -> Client {
 }
 
 pub async fn get(cfg: Config, what: GetWhat) -> anyhow::Result<ExitCode> {
-    let GetWhat::Pods { names, namespace, all_namespaces, output: fmt, watch } = what;
+    let (names, namespace, all_namespaces, fmt, watch) = match what {
+        GetWhat::Pods { names, namespace, all_namespaces, output, watch } => (names, namespace, all_namespaces, output, watch),
+        GetWhat::Nodes { output } => return get_nodes(&cfg, output).await,
+    };
     let c = client(&cfg);
     let select = |pods: Vec<Pod>| -> Vec<Pod> {
         pods.into_iter()
@@ -170,6 +179,26 @@ pub async fn get(cfg: Config, what: GetWhat) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn get_nodes(cfg: &Config, fmt: Option<OutputFormat>) -> anyhow::Result<ExitCode> {
+    let node = client(cfg).node().await?;
+    let name = node.metadata.name.clone().unwrap_or_default();
+    match fmt {
+        Some(OutputFormat::Json) => println!("{}", serde_json::to_string_pretty(&node)?),
+        Some(OutputFormat::Yaml) => print!("{}", serde_yaml::to_string(&node)?),
+        Some(OutputFormat::Name) => println!("node/{name}"),
+        _ => {
+            let conds = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let mut status = vec!["Ready".to_string()];
+            status.extend(conds.iter().filter(|c| c.type_ != "Ready" && c.status == "True").map(|c| c.type_.clone()));
+            let version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone()).unwrap_or_default();
+            let w = name.len().max(4) + 3;
+            println!("{:<w$}{:<10}{:<10}{}", "NAME", "STATUS", "ROLES", "VERSION");
+            println!("{:<w$}{:<10}{:<10}{}", name, status.join(","), "<none>", version);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn describe(cfg: Config, what: DescribeWhat) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@
 use berth_kubelet::api::{self, ApplyRequest, Info};
 use berth_kubelet::engine::cri::Cri;
 use berth_kubelet::engine::objects::Objects;
+use berth_kubelet::engine::node::{self, NodeConfig};
 use berth_kubelet::engine::{EngineConfig, PodManager};
 use berth_kubelet::manifest;
 use berth_runtime::Config;
@@ -49,6 +50,172 @@ pub struct RunArgs {
     /// Set by --detach for the background process.
     #[arg(long, hide = true)]
     daemon_child: bool,
+    #[command(flatten)]
+    node: Box<NodeArgs>,
+}
+
+/// Node resource settings: a kubelet config file, and kubelet's flags that
+/// override it.
+#[derive(Args, Clone, Default)]
+pub struct NodeArgs {
+    /// KubeletConfiguration file (YAML or JSON): reserved resources,
+    /// eviction, cgroups, pids, image GC, node labels and taints.
+    #[arg(long)]
+    kubelet_config: Option<PathBuf>,
+    /// Root of the kubepods cgroup tree (default: the cgroup parent).
+    #[arg(long)]
+    cgroup_root: Option<String>,
+    /// cgroupfs or systemd (slice names).
+    #[arg(long)]
+    cgroup_driver: Option<String>,
+    /// Create the kubepods, burstable and besteffort cgroups and one per pod.
+    #[arg(long)]
+    cgroups_per_qos: Option<bool>,
+    /// Enforce cpu limits with CFS quota.
+    #[arg(long)]
+    cpu_cfs_quota: Option<bool>,
+    /// CFS period, e.g. 100ms.
+    #[arg(long)]
+    cpu_cfs_quota_period: Option<String>,
+    /// CPUs kept from pods, e.g. 0 or 0-1.
+    #[arg(long)]
+    reserved_cpus: Option<String>,
+    #[arg(long)]
+    max_pods: Option<i64>,
+    /// pids.max of each pod's cgroup (-1: no limit).
+    #[arg(long)]
+    pod_pids_limit: Option<i64>,
+    /// e.g. cpu=200m,memory=500Mi
+    #[arg(long)]
+    system_reserved: Option<String>,
+    /// e.g. cpu=100m,memory=200Mi
+    #[arg(long)]
+    kube_reserved: Option<String>,
+    /// e.g. memory.available<100Mi,nodefs.available<10% (replaces the defaults)
+    #[arg(long)]
+    eviction_hard: Option<String>,
+    /// e.g. memory.available<1Gi
+    #[arg(long)]
+    eviction_soft: Option<String>,
+    /// e.g. memory.available=1m30s
+    #[arg(long)]
+    eviction_soft_grace_period: Option<String>,
+    /// How long a pressure condition stays after the pressure is gone.
+    #[arg(long)]
+    eviction_pressure_transition_period: Option<String>,
+    /// Longest grace period of pods evicted by a soft threshold.
+    #[arg(long)]
+    eviction_max_pod_grace_period: Option<i64>,
+    /// Image GC starts above this disk usage percentage (100: never).
+    #[arg(long)]
+    image_gc_high_threshold: Option<i32>,
+    /// Image GC frees down to this disk usage percentage.
+    #[arg(long)]
+    image_gc_low_threshold: Option<i32>,
+    /// Unused images younger than this are kept, e.g. 2m.
+    #[arg(long)]
+    minimum_image_ttl_duration: Option<String>,
+    /// e.g. disk=ssd,zone=a
+    #[arg(long)]
+    node_labels: Option<String>,
+    /// e.g. dedicated=db:NoExecute
+    #[arg(long)]
+    register_with_taints: Option<String>,
+    /// How often usage is sampled and eviction looked at, e.g. 10s.
+    #[arg(long)]
+    housekeeping_interval: Option<String>,
+    /// Eviction signals to pretend, for tests and demos: memory.available=50Mi
+    #[arg(long)]
+    simulate_signal: Option<String>,
+    /// A file of signal=value lines to pretend while it exists (read every round).
+    #[arg(long)]
+    simulate_signals_file: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The config file's settings with the flags applied.
+    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut c = match &self.kubelet_config {
+            Some(p) => NodeConfig::load(p)?,
+            None => NodeConfig::default(),
+        };
+        let pairs = |flag: &str, v: &str, sep: char| node::parse_pairs(v, sep).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        if let Some(v) = &self.cgroup_root {
+            c.cgroup_root = v.clone();
+        }
+        if let Some(v) = &self.cgroup_driver {
+            c.cgroup_driver = match v.as_str() {
+                "cgroupfs" => node::CgroupDriver::Cgroupfs,
+                "systemd" => node::CgroupDriver::Systemd,
+                _ => anyhow::bail!("--cgroup-driver: {v:?} is neither cgroupfs nor systemd"),
+            };
+        }
+        if let Some(v) = self.cgroups_per_qos {
+            c.cgroups_per_qos = v;
+        }
+        if let Some(v) = self.cpu_cfs_quota {
+            c.cpu_cfs_quota = v;
+        }
+        if let Some(v) = &self.cpu_cfs_quota_period {
+            c.cpu_cfs_quota_period = v.clone();
+        }
+        if let Some(v) = &self.reserved_cpus {
+            c.reserved_system_cpus = v.clone();
+        }
+        if let Some(v) = self.max_pods {
+            c.max_pods = v;
+        }
+        if let Some(v) = self.pod_pids_limit {
+            c.pod_pids_limit = v;
+        }
+        if let Some(v) = &self.system_reserved {
+            c.system_reserved = pairs("system-reserved", v, '=')?;
+        }
+        if let Some(v) = &self.kube_reserved {
+            c.kube_reserved = pairs("kube-reserved", v, '=')?;
+        }
+        if let Some(v) = &self.eviction_hard {
+            c.eviction_hard = pairs("eviction-hard", v, '<')?;
+        }
+        if let Some(v) = &self.eviction_soft {
+            c.eviction_soft = pairs("eviction-soft", v, '<')?;
+        }
+        if let Some(v) = &self.eviction_soft_grace_period {
+            c.eviction_soft_grace_period = pairs("eviction-soft-grace-period", v, '=')?;
+        }
+        if let Some(v) = &self.eviction_pressure_transition_period {
+            c.eviction_pressure_transition_period = v.clone();
+        }
+        if let Some(v) = self.eviction_max_pod_grace_period {
+            c.eviction_max_pod_grace_period = v;
+        }
+        if let Some(v) = self.image_gc_high_threshold {
+            c.image_gc_high_threshold_percent = v;
+        }
+        if let Some(v) = self.image_gc_low_threshold {
+            c.image_gc_low_threshold_percent = v;
+        }
+        if let Some(v) = &self.minimum_image_ttl_duration {
+            c.image_minimum_gc_age = v.clone();
+        }
+        if let Some(v) = &self.node_labels {
+            c.node_labels.extend(pairs("node-labels", v, '=')?);
+        }
+        if let Some(v) = &self.register_with_taints {
+            c.register_with_taints = node::parse_taints(v).map_err(|e| anyhow::anyhow!("--register-with-taints: {e}"))?;
+        }
+        if let Some(v) = &self.housekeeping_interval {
+            c.housekeeping_interval = v.clone();
+        }
+        if let Some(v) = &self.simulate_signal {
+            c.simulated_signals = pairs("simulate-signal", v, '=')?;
+        }
+        if let Some(v) = &self.simulate_signals_file {
+            c.simulated_signals_file = std::path::absolute(v).unwrap_or_else(|_| v.clone()).display().to_string();
+        }
+        c.validate().map_err(|e| anyhow::anyhow!("node settings: {e}"))?;
+        Ok(c)
+    }
 }
 
 /// Paths of a state root's sockets.
@@ -89,6 +256,7 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf)
     if args.files.is_empty() && args.manifest_dir.is_none() {
         anyhow::bail!("nothing to run: give manifest files or --manifest-dir");
     }
+    let node_cfg = args.node.node_config()?;
     let (req, errors) = load(&args.files);
     let api_sock = api_socket(&cfg);
     // A daemon already runs on this root: hand the pods to it.
@@ -105,7 +273,7 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf)
         }
     }
     if args.detach {
-        return detach(&cfg, &config_path, &args, &exe, &req, errors).await;
+        return detach(&cfg, &config_path, &args, &node_cfg, &exe, &req, errors).await;
     }
 
     std::fs::create_dir_all(&cfg.root)?;
@@ -139,6 +307,8 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf)
     ecfg.runtime_handler = args.runtime_handler.clone();
     ecfg.token_issuer = args.service_account_issuer.clone();
     ecfg.token_max_expiration = args.service_account_max_token_expiration.map(Duration::from_secs);
+    ecfg.cgroup_root = if cfg.cgroup_parent.is_empty() { "/".into() } else { cfg.cgroup_parent.clone() };
+    ecfg.node = node_cfg;
     let objects = Objects::default();
     let mgr = PodManager::new(cri, ecfg.clone(), objects.clone());
 
@@ -286,7 +456,7 @@ async fn watch_dir(dir: PathBuf, mgr: Arc<PodManager>, objects: Objects) {
 }
 
 /// Starts `berth run` in the background and waits until it serves its API.
-async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, exe: &Path, req: &ApplyRequest, errors: usize) -> anyhow::Result<ExitCode> {
+async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, node_cfg: &NodeConfig, exe: &Path, req: &ApplyRequest, errors: usize) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     std::fs::create_dir_all(&cfg.root)?;
     let log_path = cfg.root.join("berth-run.log");
@@ -314,6 +484,10 @@ async fn detach(cfg: &Config, config_path: &Path, args: &RunArgs, exe: &Path, re
     if let Some(s) = args.service_account_max_token_expiration {
         cmd.arg("--service-account-max-token-expiration").arg(s.to_string());
     }
+    // The node settings, flags merged, travel as one config file.
+    let node_file = cfg.root.join("kubelet-config.json");
+    std::fs::write(&node_file, serde_json::to_vec_pretty(node_cfg)?)?;
+    cmd.arg("--kubelet-config").arg(&node_file);
     cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     cmd.current_dir("/");
     unsafe {

@@ -2,7 +2,6 @@
 //! builds them (labels, annotations, log paths, namespaces, resources,
 //! security context).
 
-use super::quantity;
 use cri_proto::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
@@ -150,27 +149,79 @@ fn seccomp(p: Option<&k8s_openapi::api::core::v1::SeccompProfile>) -> cri::Secur
     }
 }
 
-/// Linux resources of a container from its requests and limits.
-pub fn resources(c: &Container, oom_score_adj: i64) -> cri::LinuxContainerResources {
-    let res = c.resources.as_ref();
-    let get = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| m.and_then(|m| m.get(k)).cloned();
-    let req_cpu = get(res.and_then(|r| r.requests.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
-    let lim_cpu = get(res.and_then(|r| r.limits.as_ref()), "cpu").and_then(|q| quantity::millis(&q));
-    let lim_mem = get(res.and_then(|r| r.limits.as_ref()), "memory").and_then(|q| quantity::value(&q));
-    // Requests default to limits, as the apiserver defaults them.
-    let shares = req_cpu.or(lim_cpu).map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
-    let (period, quota) = match lim_cpu {
-        Some(m) => (100_000, (m * 100_000 / 1000).max(1000)),
-        None => (0, 0),
-    };
-    cri::LinuxContainerResources {
-        cpu_period: period,
-        cpu_quota: quota,
-        cpu_shares: shares,
-        memory_limit_in_bytes: lim_mem.unwrap_or(0),
-        oom_score_adj,
-        ..Default::default()
+/// Linux resources of a container, as kubelet computes them: cpu shares
+/// from the request (a limit alone counts as the request; at least 2), CFS
+/// quota from the limit over the node's period, the memory limit (swap
+/// stays off: the runtime sets memory+swap to the limit), hugepages, and on
+/// cgroup v2 `memory.oom.group` so an OOM kill takes the whole container.
+pub fn resources(node: &super::node::Node, c: &Container, oom_score_adj: i64) -> cri::LinuxContainerResources {
+    use super::qos;
+    let req = qos::container_requests(c);
+    let lim = qos::container_limits(c);
+    let cpu_req = qos::milli(req.get("cpu").copied().unwrap_or(0));
+    let cpu_lim = qos::milli(lim.get("cpu").copied().unwrap_or(0));
+    let mem_lim = qos::value(lim.get("memory").copied().unwrap_or(0));
+    let shares = if cpu_req == 0 && cpu_lim != 0 { qos::shares(cpu_lim) } else { qos::shares(cpu_req) };
+    let mut r = cri::LinuxContainerResources { cpu_shares: shares, memory_limit_in_bytes: mem_lim.max(0), oom_score_adj, ..Default::default() };
+    if node.cfg.cpu_cfs_quota {
+        let period = node.cfg.cfs_period().unwrap_or(100_000);
+        r.cpu_period = period;
+        r.cpu_quota = qos::quota(cpu_lim, period);
     }
+    for (k, v) in lim.iter().chain(req.iter()) {
+        if let Some(size) = k.strip_prefix("hugepages-") {
+            let page = size.replace("Ki", "KB").replace("Mi", "MB").replace("Gi", "GB");
+            if !r.hugepage_limits.iter().any(|h| h.page_size == page) {
+                r.hugepage_limits.push(cri::HugepageLimit { page_size: page, limit: qos::value(*v).max(0) as u64 });
+            }
+        }
+    }
+    if berth_runtime::linux::cgroups::is_unified() {
+        r.unified.insert("memory.oom.group".into(), "1".into());
+    }
+    r
+}
+
+/// A container's resources in a pod on this node, oom_score_adj included.
+pub fn container_resources(node: &super::node::Node, pod: &Pod, c: &Container) -> cri::LinuxContainerResources {
+    let mem = super::qos::value(node.capacity.get("memory").copied().unwrap_or(0));
+    resources(node, c, super::qos::oom_score_adj(pod, c, mem))
+}
+
+/// The pod-level resources and RuntimeClass overhead kubelet hands the
+/// runtime with the sandbox (for runtimes that size a VM or account pods).
+pub fn sandbox_resources(node: &super::node::Node, pod: &Pod) -> (cri::LinuxContainerResources, Option<cri::LinuxContainerResources>) {
+    use super::qos;
+    let mut no_overhead = pod.clone();
+    if let Some(s) = no_overhead.spec.as_mut() {
+        s.overhead = None;
+    }
+    let req = qos::pod_requests(&no_overhead);
+    let lim = qos::pod_limits(&no_overhead).limits;
+    let as_container = |req_cpu: Option<i128>, lim_cpu: i128, lim_mem: i128| {
+        let mut c = Container::default();
+        let mut r = k8s_openapi::api::core::v1::ResourceRequirements::default();
+        let q = |n: i128| k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!("{n}n"));
+        let mut limits = std::collections::BTreeMap::new();
+        if lim_cpu > 0 {
+            limits.insert("cpu".to_string(), q(lim_cpu));
+        }
+        if lim_mem > 0 {
+            limits.insert("memory".to_string(), q(lim_mem));
+        }
+        r.limits = Some(limits);
+        r.requests = req_cpu.map(|n| [("cpu".to_string(), q(n))].into());
+        c.resources = Some(r);
+        let mut out = resources(node, &c, 0);
+        out.unified.clear();
+        out
+    };
+    let res = as_container(req.get("cpu").copied(), lim.get("cpu").copied().unwrap_or(0), lim.get("memory").copied().unwrap_or(0));
+    let overhead = spec(pod).overhead.as_ref().map(|o| {
+        let get = |k: &str| o.get(k).and_then(|q| crate::manifest::quantity::ParsedQuantity::parse(&q.0).ok()).map(|p| p.nanos()).unwrap_or(0);
+        as_container(Some(get("cpu")), get("cpu"), get("memory"))
+    });
+    (res, overhead)
 }
 
 /// Inputs of a container config that come from outside the spec.
@@ -179,7 +230,7 @@ pub struct ContainerInputs {
     pub image: String,
     pub envs: Vec<(String, String)>,
     pub mounts: Vec<cri::Mount>,
-    pub oom_score_adj: i64,
+    pub resources: cri::LinuxContainerResources,
 }
 
 /// The CRI config of one container of the pod.
@@ -243,7 +294,7 @@ pub fn container_config(pod: &Pod, c: &Container, inp: ContainerInputs) -> cri::
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
         tty: c.tty == Some(true),
-        linux: Some(cri::LinuxContainerConfig { resources: Some(resources(c, inp.oom_score_adj)), security_context: Some(sec) }),
+        linux: Some(cri::LinuxContainerConfig { resources: Some(inp.resources), security_context: Some(sec) }),
         ..Default::default()
     }
 }
@@ -253,4 +304,39 @@ pub fn container_hash(c: &Container) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(serde_json::to_vec(c).unwrap_or_default());
     hex::encode(&d[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{Machine, Node, NodeConfig};
+    use super::super::qos::{List, NANO};
+    use super::*;
+
+    fn node() -> Node {
+        let mut capacity = List::new();
+        capacity.insert("cpu".into(), 2 * NANO);
+        capacity.insert("memory".into(), (1i128 << 30) * NANO);
+        Node::new("n", NodeConfig::default(), Machine { capacity, cpus: vec![0, 1] })
+    }
+
+    #[test]
+    fn container_and_sandbox_resources() {
+        let pod: Pod = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  overhead: {cpu: 100m, memory: 10Mi}\n  containers:\n  - {name: a, image: i, resources: {requests: {cpu: 250m}, limits: {cpu: 500m, memory: 64Mi}}}\n  - {name: b, image: i, resources: {limits: {cpu: 100m, memory: 16Mi, hugepages-2Mi: 4Mi}}}\n",
+        )
+        .unwrap();
+        let n = node();
+        let a = resources(&n, &spec(&pod).containers[0], 5);
+        assert_eq!((a.cpu_shares, a.cpu_quota, a.cpu_period, a.memory_limit_in_bytes, a.oom_score_adj), (256, 50_000, 100_000, 64 << 20, 5));
+        let b = resources(&n, &spec(&pod).containers[1], 0);
+        assert_eq!(b.cpu_shares, 102, "the limit is the request");
+        assert_eq!(b.hugepage_limits, vec![cri::HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }]);
+        let none: Pod = serde_yaml::from_str("metadata: {name: p}\nspec: {containers: [{name: c, image: i}]}").unwrap();
+        let c = resources(&n, &spec(&none).containers[0], 1000);
+        assert_eq!((c.cpu_shares, c.cpu_quota, c.memory_limit_in_bytes), (2, 0, 0));
+        let (sb, overhead) = sandbox_resources(&n, &pod);
+        assert_eq!((sb.cpu_shares, sb.cpu_quota, sb.memory_limit_in_bytes), (358, 60_000, 80 << 20));
+        let o = overhead.unwrap();
+        assert_eq!((o.cpu_shares, o.cpu_quota, o.memory_limit_in_bytes), (102, 10_000, 10 << 20));
+    }
 }

@@ -3,7 +3,6 @@
 
 use super::spec;
 use super::worker::{is_sidecar, Observed, Worker};
-use super::quantity;
 use cri_proto::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
@@ -115,6 +114,7 @@ fn container_status(w: &Worker, c: &Container, init: bool, initialized: bool) ->
     if st.last_state.is_none() {
         st.last_state = Some(ContainerState::default());
     }
+    super::resize::container_resources(&mut st, c);
     st
 }
 
@@ -134,7 +134,7 @@ fn initialized(w: &Worker) -> bool {
 pub fn phase(w: &Worker) -> &'static str {
     let s = spec::spec(&w.pod);
     let policy = s.restart_policy.as_deref().unwrap_or("Always");
-    if w.init_failed || w.volumes.evicted().is_some() {
+    if w.init_failed || w.eviction_message().is_some() {
         return "Failed";
     }
     if !initialized(w) {
@@ -206,7 +206,7 @@ pub fn compute(w: &Worker) -> PodStatus {
     let ready = unready_all.is_empty() && !completed;
     let not_ready_reason = if completed { "PodCompleted" } else { "ContainersNotReady" };
     let msg = format!("containers with unready status: [{}]", unready_all.join(" "));
-    let mut conditions = vec![
+    let conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None, &now),
         condition(
             "Initialized",
@@ -219,17 +219,19 @@ pub fn compute(w: &Worker) -> PodStatus {
         condition("ContainersReady", ready, Some(not_ready_reason), Some(msg), &now),
         condition("PodScheduled", true, None, None, &now),
     ];
-    let evicted = w.volumes.evicted();
-    if let Some(msg) = evicted {
+    let evicted = w.eviction_message();
+    let mut conditions = conditions;
+    if let Some(msg) = &evicted {
         conditions.push(PodCondition {
             type_: "DisruptionTarget".into(),
             status: "True".into(),
             reason: Some("TerminationByKubelet".into()),
-            message: Some(msg.to_string()),
+            message: Some(msg.clone()),
             last_transition_time: Some(now.clone()),
             ..Default::default()
         });
     }
+    conditions.extend(super::resize::conditions(w, &now));
     let ips = w.pod_ips();
     PodStatus {
         phase: Some(phase),
@@ -241,64 +243,9 @@ pub fn compute(w: &Worker) -> PodStatus {
         host_ip: Some(w.shared.cfg.host_ip.clone()),
         host_ips: Some(vec![HostIP { ip: w.shared.cfg.host_ip.clone() }]),
         start_time: Some(Time(w.start_time)),
-        qos_class: Some(qos_class(&w.pod).to_string()),
-        reason: evicted.map(|_| "Evicted".to_string()),
-        message: evicted.map(str::to_string),
+        qos_class: Some(super::qos::qos_class(&w.pod).to_string()),
+        reason: evicted.as_ref().map(|_| "Evicted".to_string()),
+        message: evicted.clone(),
         ..Default::default()
-    }
-}
-
-type Resources = std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
-
-fn requests_limits(c: &Container) -> (Resources, Resources) {
-    let r = c.resources.clone().unwrap_or_default();
-    let limits = r.limits.unwrap_or_default();
-    let mut requests = r.requests.unwrap_or_default();
-    // Requests default to limits, as the apiserver defaults them.
-    for (k, v) in &limits {
-        requests.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    (requests, limits)
-}
-
-/// The QoS class exactly as Kubernetes computes it (cpu and memory only).
-pub fn qos_class(pod: &Pod) -> &'static str {
-    let s = spec::spec(pod);
-    let all: Vec<&Container> = s.containers.iter().chain(s.init_containers.iter().flatten()).collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let (req, lim) = requests_limits(c);
-        for r in ["cpu", "memory"] {
-            let rq = req.get(r).and_then(|q| quantity::parse(&q.0)).filter(|v| *v > 0.0);
-            let lm = lim.get(r).and_then(|q| quantity::parse(&q.0)).filter(|v| *v > 0.0);
-            if rq.is_some() || lm.is_some() {
-                any = true;
-            }
-            if lm.is_none() || rq != lm {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
-/// oom_score_adj of a container by kubelet's policy.
-pub fn oom_score_adj(pod: &Pod, c: &Container) -> i64 {
-    match qos_class(pod) {
-        "Guaranteed" => -997,
-        "BestEffort" => 1000,
-        _ => {
-            let mem = requests_limits(c).0.get("memory").and_then(|q| quantity::value(q)).unwrap_or(0);
-            let capacity = super::env::node_memory().max(1) as i64;
-            let adj = 1000 - (1000 * mem) / capacity;
-            adj.clamp(2, 999)
-        }
     }
 }

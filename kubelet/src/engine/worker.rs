@@ -25,6 +25,12 @@ pub enum Msg {
     /// Terminate the pod within `grace` seconds (the pod's own when `None`),
     /// then remove its sandbox when `remove`.
     Terminate { grace: Option<i64>, remove: bool, done: oneshot::Sender<()> },
+    /// Evict the pod: stop it within `grace` seconds and keep it Failed
+    /// with reason Evicted and this message.
+    Evict { grace: i64, message: String, done: oneshot::Sender<()> },
+    /// Resize containers in place (checked by the manager): apply `pod`'s
+    /// resources, or record why the resize waits.
+    Resize { pod: Box<Pod>, pending: Option<super::resize::Pending>, done: oneshot::Sender<Result<(), String>> },
 }
 
 /// A container as the runtime reports it.
@@ -84,6 +90,9 @@ pub struct Worker {
     pub probes: HashMap<String, ProbeState>,
     pub init_failed: bool,
     pub terminating: bool,
+    /// Set once evicted: the eviction message.
+    pub evicted: Option<String>,
+    pub resize: super::resize::State,
     pub status_tx: watch::Sender<Pod>,
     probe_tx: mpsc::Sender<ProbeEvent>,
     /// The sandbox's network namespace, for probes and hooks.
@@ -131,6 +140,8 @@ impl Worker {
             probes: HashMap::new(),
             init_failed: false,
             terminating: false,
+            evicted: None,
+            resize: Default::default(),
             status_tx,
             probe_tx,
             netns: None,
@@ -167,6 +178,18 @@ impl Worker {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Msg::Evict { grace, message, done }) => {
+                        self.evicted = Some(message);
+                        self.publish();
+                        self.terminate(Some(grace), false).await;
+                        self.publish();
+                        let _ = done.send(());
+                    }
+                    Some(Msg::Resize { pod, pending, done }) => {
+                        let r = self.resize(*pod, pending).await;
+                        self.publish();
+                        let _ = done.send(r);
+                    }
                 },
                 r = probe_rx.recv() => if let Some(r) = r { self.on_probe(r).await },
                 _ = objects.changed() => {}
@@ -181,6 +204,18 @@ impl Worker {
 
     fn update(&mut self, pod: Pod) {
         self.pod = pod;
+    }
+
+    async fn resize(&mut self, pod: Pod, pending: Option<super::resize::Pending>) -> Result<(), String> {
+        if let Some(p) = pending {
+            self.resize.pending = Some(p.clone());
+            return Err(format!("{}: {}", p.reason, p.message));
+        }
+        self.resize = super::resize::State { pending: None, in_progress: Some(None) };
+        self.publish();
+        let r = super::resize::actuate(self, pod).await;
+        self.resize.in_progress = r.as_ref().err().map(|e| Some(e.clone()));
+        r
     }
 
     fn publish(&self) {
@@ -263,6 +298,12 @@ impl Worker {
 
     fn sandbox_ready(&self) -> bool {
         self.sandbox.as_ref().is_some_and(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+    }
+
+    /// Why the pod was evicted: by the eviction manager, or an emptyDir
+    /// over its sizeLimit.
+    pub fn eviction_message(&self) -> Option<String> {
+        self.evicted.clone().or_else(|| self.volumes.evicted().map(str::to_string))
     }
 
     pub fn pod_ips(&self) -> Vec<String> {
@@ -501,8 +542,9 @@ impl Worker {
             }
         };
         let Some(sandbox) = self.sandbox.clone() else { return Ok(None) };
-        let sandbox_config = spec::sandbox_config(&self.pod, sandbox.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), &self.shared.cfg.log_root, &self.shared.cfg.cgroup_parent);
-        let config = spec::container_config(&self.pod, c, ContainerInputs { attempt, image: image_ref, envs, mounts, oom_score_adj: status::oom_score_adj(&self.pod, c) });
+        let sandbox_config = spec::sandbox_config(&self.pod, sandbox.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), &self.shared.cfg.log_root, &self.cgroup_parent());
+        let resources = spec::container_resources(&self.shared.node, &self.pod, c);
+        let config = spec::container_config(&self.pod, c, ContainerInputs { attempt, image: image_ref, envs, mounts, resources });
         let mut rt = self.shared.cri.runtime.clone();
         let created = rt
             .create_container(cri::CreateContainerRequest { pod_sandbox_id: sandbox.id.clone(), config: Some(config), sandbox_config: Some(sandbox_config) })
@@ -597,8 +639,28 @@ impl Worker {
         }
     }
 
+    /// The sandbox's cgroup parent: the pod cgroup, or the configured parent.
+    fn cgroup_parent(&self) -> String {
+        match &self.shared.cgroups {
+            Some(cg) => cg.pod_path(&self.pod),
+            None => self.shared.cfg.cgroup_parent.clone(),
+        }
+    }
+
     async fn create_sandbox(&mut self, attempt: u32) -> anyhow::Result<()> {
-        let config = spec::sandbox_config(&self.pod, attempt, &self.shared.cfg.log_root, &self.shared.cfg.cgroup_parent);
+        if let Some(cg) = &self.shared.cgroups {
+            if let Err(e) = cg.ensure_pod(&self.pod) {
+                self.shared.events.warning(&involved(&self.pod, None), "FailedCreatePodSandBox", format!("Failed to create the pod cgroup: {e:#}"));
+                return Err(e);
+            }
+        }
+        let mut config = spec::sandbox_config(&self.pod, attempt, &self.shared.cfg.log_root, &self.cgroup_parent());
+        if let Some(l) = config.linux.as_mut() {
+            (l.resources, l.overhead) = {
+                let (r, o) = spec::sandbox_resources(&self.shared.node, &self.pod);
+                (Some(r), o)
+            };
+        }
         std::fs::create_dir_all(&config.log_directory)?;
         let mut rt = self.shared.cri.runtime.clone();
         match rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config), runtime_handler: self.shared.cfg.runtime_handler.clone() }).await {
@@ -686,7 +748,7 @@ impl Worker {
 
     /// Stops one container: preStop hook, then the stop signal, SIGKILL after
     /// the grace period (the pod's, or `grace`).
-    async fn kill_container(&self, c: &Container, id: &str, grace: Option<i64>, message: &str) {
+    pub(super) async fn kill_container(&self, c: &Container, id: &str, grace: Option<i64>, message: &str) {
         let grace = grace.unwrap_or_else(|| spec::spec(&self.pod).termination_grace_period_seconds.unwrap_or(30)).max(0);
         let deadline = Instant::now() + Duration::from_secs(grace as u64);
         let obj = involved(&self.pod, Some(field_path(&self.pod, &c.name)));
@@ -757,6 +819,9 @@ impl Worker {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(pod = %self.key(), "removing {logs}: {e}");
                 }
+            }
+            if let Some(cg) = &self.shared.cgroups {
+                cg.remove_pod(&self.pod);
             }
         }
     }

@@ -451,55 +451,12 @@ fn describe_volumes(w: &mut W, volumes: &[Volume]) {
     }
 }
 
-/// The QoS class: the status' when set, else computed as Kubernetes does (cpu and memory of
-/// all containers: none set → BestEffort; every container with equal, non-zero limits and
-/// requests for both → Guaranteed; else Burstable).
+/// The QoS class: the status' when set, else computed as Kubernetes does.
 pub fn qos_class(pod: &Pod) -> String {
     if let Some(q) = pod.status.as_ref().and_then(|s| s.qos_class.clone()).filter(|q| !q.is_empty()) {
         return q;
     }
-    let spec = pod.spec.clone().unwrap_or_default();
-    let mut requests: BTreeMap<&str, i128> = BTreeMap::new();
-    let mut limits: BTreeMap<&str, i128> = BTreeMap::new();
-    let mut guaranteed = true;
-    let containers: Vec<&Container> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).collect();
-    for c in containers {
-        let r = c.resources.clone().unwrap_or_default();
-        for (k, q) in r.requests.iter().flatten() {
-            let name = match k.as_str() {
-                "cpu" => "cpu",
-                "memory" => "memory",
-                _ => continue,
-            };
-            let n = ParsedQuantity::parse(&q.0).map(|p| p.nanos()).unwrap_or(0);
-            if n > 0 {
-                *requests.entry(name).or_default() += n;
-            }
-        }
-        let mut found = 0;
-        for (k, q) in r.limits.iter().flatten() {
-            let name = match k.as_str() {
-                "cpu" => "cpu",
-                "memory" => "memory",
-                _ => continue,
-            };
-            let n = ParsedQuantity::parse(&q.0).map(|p| p.nanos()).unwrap_or(0);
-            if n > 0 {
-                found += 1;
-                *limits.entry(name).or_default() += n;
-            }
-        }
-        if found != 2 {
-            guaranteed = false;
-        }
-    }
-    if requests.is_empty() && limits.is_empty() {
-        return "BestEffort".into();
-    }
-    if guaranteed && requests.iter().all(|(k, v)| limits.get(k) == Some(v)) && requests.len() == limits.len() {
-        return "Guaranteed".into();
-    }
-    "Burstable".into()
+    crate::engine::qos::qos_class(pod).to_string()
 }
 
 fn event_time(e: &Event) -> Option<Timestamp> {

@@ -154,6 +154,11 @@ pub struct SandboxRecord {
     pub cgroup_path: String,
     /// Berth created the cgroup (and removes it with the sandbox).
     pub cgroup_created: bool,
+    /// On cgroup v2 the pause runs in a leaf of its own below the pod
+    /// cgroup (`<pod>/pause`): a cgroup that hands controllers to its
+    /// children (the containers) may hold no processes itself.
+    #[serde(default)]
+    pub pause_cgroup: Option<String>,
     /// The pod's /dev/shm on the host.
     pub shm: PathBuf,
     /// `shm` is a tmpfs berth mounted (not the host's /dev/shm).
@@ -560,6 +565,7 @@ impl Manager {
             namespaces: NamespacePaths::default(),
             cgroup_path,
             cgroup_created: false,
+            pause_cgroup: None,
             shm: if args.ipc { run.join("shm") } else { PathBuf::from("/dev/shm") },
             shm_mounted: args.ipc,
             hostname,
@@ -664,6 +670,16 @@ impl Manager {
         let existed = cg.mount_sources().iter().any(|(_, d)| d.exists());
         cg.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         r.cgroup_created = !existed;
+        let cg = if cgroups::is_unified() {
+            let leaf = format!("{}/pause", r.cgroup_path.trim_end_matches('/'));
+            r.pause_cgroup = Some(leaf.clone());
+            self.save_step(r)?;
+            let pc = cgroups::for_host(Path::new(&leaf)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            pc.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            pc
+        } else {
+            cg
+        };
         self.save_step(r)?;
 
         let mut args = args.clone();
@@ -702,6 +718,10 @@ impl Manager {
         self.teardown_network(id)?;
         if r.shm_mounted {
             unmount(&r.shm).map_err(io_err(id, &r.shm))?;
+        }
+        if let Some(leaf) = &r.pause_cgroup {
+            let cg = cgroups::for_host(Path::new(leaf)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            cg.destroy().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         }
         if r.cgroup_created {
             let cg = cgroups::for_host(Path::new(&r.cgroup_path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
