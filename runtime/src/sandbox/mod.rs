@@ -284,6 +284,15 @@ pub const MAC_ANNOTATION: &str = "berth.dev/mac";
 const INGRESS_ANNOTATION: &str = "kubernetes.io/ingress-bandwidth";
 const EGRESS_ANNOTATION: &str = "kubernetes.io/egress-bandwidth";
 
+/// The cgroup the pause process joins, when it is not the pod cgroup
+/// itself: on cgroup v2 a process in the pod cgroup would keep the
+/// containers' controllers from being enabled beneath it (the "no internal
+/// processes" rule), so the pause gets a leaf named by the sandbox ID, as
+/// containerd's does.
+fn pause_cgroup(pod_cgroup: &str, id: &str, cg: &dyn cgroups::CgroupManager) -> Option<String> {
+    (cg.version() == "v2").then(|| format!("{}/{id}", pod_cgroup.trim_end_matches('/')))
+}
+
 /// What CNI plugins get to know of a pod: CNI_ARGS and the capability
 /// arguments (host ports, bandwidth from the Kubernetes annotations, as
 /// containerd; DNS; the pod cgroup; the annotations).
@@ -675,7 +684,15 @@ impl Manager {
         if r.pid_start == 0 {
             return Err(SandboxError::Pause { id, msg: format!("the pause process {pid} exited at once") });
         }
-        cg.add_pid(pid).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+        let leaf = match pause_cgroup(&r.cgroup_path, &id, cg.as_ref()) {
+            Some(path) => {
+                let leaf = cgroups::for_host(Path::new(&path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+                leaf.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+                leaf
+            }
+            None => cg,
+        };
+        leaf.add_pid(pid).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         let ns = |on: bool, name: &str| on.then(|| PathBuf::from(format!("/proc/{pid}/ns/{name}")));
         r.namespaces = NamespacePaths { net: args.netns.clone().or_else(|| ns(args.net, "net")), ipc: ns(args.ipc, "ipc"), uts: ns(args.uts, "uts"), pid: ns(args.pid, "pid") };
         r.state = SandboxState::Ready;
@@ -689,8 +706,12 @@ impl Manager {
         if r.shm_mounted {
             unmount(&r.shm).map_err(io_err(id, &r.shm))?;
         }
+        let cg = cgroups::for_host(Path::new(&r.cgroup_path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+        if let Some(path) = pause_cgroup(&r.cgroup_path, id, cg.as_ref()) {
+            let leaf = cgroups::for_host(Path::new(&path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            leaf.destroy().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+        }
         if r.cgroup_created {
-            let cg = cgroups::for_host(Path::new(&r.cgroup_path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
             cg.destroy().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         }
         let run = self.run_path(id);
