@@ -6,7 +6,7 @@
 use crate::{berth_bin, require_root, TestRoot};
 use berth_runtime::image::builder;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -206,8 +206,7 @@ impl Standalone {
     /// Cgroup directories left under this test's parent.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for ctl in ["memory", "cpu", "pids", "cpu,cpuacct", "unified"] {
-            let d = Path::new("/sys/fs/cgroup").join(ctl).join(self.cgroup_parent.trim_start_matches('/'));
+        for d in crate::cgroup::dirs(&self.cgroup_parent) {
             if let Ok(rd) = std::fs::read_dir(&d) {
                 for e in rd.flatten() {
                     if e.path().is_dir() {
@@ -275,8 +274,7 @@ impl Drop for Standalone {
         if self.child.is_some() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.interrupt()));
         }
-        for ctl in ["memory", "cpu", "pids", "cpu,cpuacct", "unified", "cpuset", "hugetlb", "blkio", "devices", "freezer", "net_cls", "perf_event"] {
-            let d = Path::new("/sys/fs/cgroup").join(ctl).join(self.cgroup_parent.trim_start_matches('/'));
+        for d in crate::cgroup::dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(&d);
         }
     }
