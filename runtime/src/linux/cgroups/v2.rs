@@ -139,6 +139,11 @@ impl CgroupManager for V2Manager {
         remove_dir(&self.dir())
     }
 
+    fn kill_all(&self) -> bool {
+        let f = self.dir().join("cgroup.kill");
+        f.exists() && write_file(&f, "1").is_ok()
+    }
+
     fn mount_sources(&self) -> Vec<(String, PathBuf)> {
         vec![(String::new(), self.dir())]
     }
@@ -204,6 +209,17 @@ mod tests {
         assert_eq!(r("c2/memory.max"), "max");
         assert_eq!(r("c2/memory.swap.max"), "max");
         assert_eq!(r("c2/pids.max"), "max");
+    }
+
+    #[test]
+    fn kill_all_writes_cgroup_kill() {
+        let tmp = fake_root();
+        let m = V2Manager::new(tmp.path(), Path::new("k"));
+        m.create().unwrap();
+        assert!(!m.kill_all(), "no cgroup.kill: the kernel is older than 5.14");
+        std::fs::write(tmp.path().join("k/cgroup.kill"), "").unwrap();
+        assert!(m.kill_all());
+        assert_eq!(std::fs::read_to_string(tmp.path().join("k/cgroup.kill")).unwrap(), "1");
     }
 
     #[test]
