@@ -19,6 +19,7 @@ log() { echo "v2vm: $*" >&2; }
 rootfs_packages=(
   iproute2 iptables util-linux procps kmod busybox-static
   containernetworking-plugins runc crun
+  docker-registry           # standalone tests pull from a local registry
 )
 
 # Module directories kept from the kernel package (the rest is hardware).

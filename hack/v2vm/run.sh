@@ -92,7 +92,7 @@ done
   done
   for e in "${envs[@]}"; do
     if [[ "$e" == *=* ]]; then printf 'export %s=%q\n' "${e%%=*}" "${e#*=}"
-    else printf 'export %s=%q\n' "$e" "${!e-}"; fi
+    elif [[ -n "${!e+set}" ]]; then printf 'export %s=%q\n' "$e" "${!e}"; fi
   done
   cwd="/"
   while read -r _ guest _; do under "$PWD" "$guest" && cwd="$PWD"; done <"$run/mounts"
