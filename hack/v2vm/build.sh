@@ -58,6 +58,14 @@ cleanup() {
 trap cleanup EXIT
 stage() { tmp="$(mktemp -d "$cache/.build.XXXXXX")"; }
 
+# apt-get download into the current directory; with stale package lists
+# (a version gone from the mirror) it updates them once and retries.
+download() {
+  apt-get download -qq "$@" 2>/dev/null && return
+  apt-get update -qq
+  apt-get download -qq "$@"
+}
+
 # A component is current when its stamp holds the hash of its recipe.
 recipe_hash() { { declare -f "$1"; shift; for x in "$@"; do echo "$x"; done; } | sha256sum | cut -c1-16; }
 current() { [[ -f "$cache/$1.stamp" && "$(cat "$cache/$1.stamp")" == "$2" ]]; }
@@ -68,8 +76,7 @@ mark() { echo "$2" >"$cache/$1.stamp"; }
 # some hosts have, so its packages are unpacked into the cache instead.
 build_qemu() {
   stage
-  (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
-  ls "$tmp"/qemu-system-x86_*.deb "$tmp"/qemu-system-common_*.deb "$tmp"/qemu-system-data_*.deb >/dev/null
+  (cd "$tmp" && download qemu-system-x86 qemu-system-common qemu-system-data)
   mkdir "$tmp/x"
   for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/x"; done
   rm -rf "$cache/qemu"
@@ -93,7 +100,7 @@ build_kernel() {
   local pkg
   pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
   [[ -n "$pkg" ]] || { log "no kernel package behind linux-image-amd64 (apt-get update?)"; return 1; }
-  (cd "$tmp" && apt-get download -qq "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
+  (cd "$tmp" && download "$pkg")
   local deb kver patterns=()
   deb="$(ls "$tmp"/linux-image-*.deb)"
   kver="${pkg#linux-image-}"
