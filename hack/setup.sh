@@ -12,6 +12,13 @@ packages=(
   util-linux procps kmod
   jq                        # hack/bench.sh edits the bundle config
   openssl                   # probe tests make a self-signed certificate
+  # hack/v2vm (the cgroup v2 VM): rootfs and initramfs tools, firmware and
+  # the shared libraries of Debian's qemu-system-x86, whose packages
+  # hack/v2vm/build.sh unpacks itself (they conflict with a newer qemu-utils).
+  debootstrap e2fsprogs cpio xz-utils binutils seabios ipxe-qemu
+  libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libglib2.0-0 libgmp10 libgnutls30 libibverbs1
+  libjpeg62-turbo libnuma1 libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2
+  libslirp0 libudev1 liburing2 libvdeplug2 libzstd1 zlib1g
 )
 # kubectl, the reference streaming client of the tests: Debian's unless one is there.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

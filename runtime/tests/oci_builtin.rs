@@ -132,7 +132,7 @@ fn lifecycle_and_memory_limit() {
     let st = e.state("lc").unwrap();
     assert_eq!(st.status, Status::Created);
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), st.pid.to_string());
-    let limit = std::fs::read_to_string(f.cgroup_dir("memory").join("memory.limit_in_bytes")).unwrap();
+    let limit = std::fs::read_to_string(f.memory_limit_file()).unwrap();
     assert_eq!(limit.trim(), "67108864");
     let procs = std::fs::read_to_string(f.cgroup_dir("memory").join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|p| p == st.pid.to_string()), "{procs}");

@@ -3,6 +3,7 @@
 //! the real `berth` binary. Everything cleans up in `Drop`, so a failing
 //! test leaves no processes or temp dirs behind.
 
+pub mod cgroup;
 pub mod containerd;
 pub mod standalone;
 

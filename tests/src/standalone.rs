@@ -245,10 +245,7 @@ impl Standalone {
             }
         }
         let mut out = Vec::new();
-        let mut roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
-        roots.push(PathBuf::from("/sys/fs/cgroup"));
-        for root in roots {
-            let d = root.join(self.cgroup_parent.trim_start_matches('/'));
+        for d in crate::cgroup::dirs(&self.cgroup_parent) {
             let mut found = Vec::new();
             walk(&d, &mut found);
             let qos = [d.join("kubepods"), d.join("kubepods/burstable"), d.join("kubepods/besteffort")];
@@ -313,8 +310,8 @@ impl Drop for Standalone {
         if self.child.is_some() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.interrupt()));
         }
-        for root in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(root.path().join(self.cgroup_parent.trim_start_matches('/')));
+        for d in crate::cgroup::dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(&d);
         }
     }
 }

@@ -83,11 +83,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir() && !p.is_symlink()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
+    berth_tests::cgroup::roots()
 }
 
 fn status_field(status: &str, field: &str) -> String {
@@ -297,12 +293,13 @@ impl Fx {
         self.ok(&["container", "ps", "-a", "-q"]).lines().map(str::to_string).collect()
     }
 
-    /// The container's cgroup in each v1 hierarchy (or the v2 root).
+    /// The container's cgroup in the v1 hierarchy of `controller` (or the
+    /// unified directory on v2).
     fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
         let st = self.inspect(id);
         let path = st["record"]["cgroups_path"].as_str().unwrap().to_string();
         assert!(path.starts_with(&format!("{}/", self.cg)), "cgroups_path {path} not under {}", self.cg);
-        Path::new("/sys/fs/cgroup").join(controller).join(path.trim_start_matches('/'))
+        berth_tests::cgroup::dir(controller, &path)
     }
 
     fn cgroup_parent_dirs(&self) -> Vec<PathBuf> {
@@ -824,13 +821,23 @@ fn cgroup_values(fx: &Fx) {
         let p = fx.cgroup_dir(ctl, &id).join(file);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("[{h}] {}: {e}", p.display())).trim().to_string()
     };
-    assert_eq!(read("memory", "memory.limit_in_bytes"), "33554432", "[{h}]");
-    if fx.cgroup_dir("memory", &id).join("memory.memsw.limit_in_bytes").exists() {
-        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "33554432", "[{h}] swap = limit");
+    if berth_tests::cgroup::unified() {
+        assert_eq!(read("memory", "memory.max"), "33554432", "[{h}]");
+        if fx.cgroup_dir("memory", &id).join("memory.swap.max").exists() {
+            assert_eq!(read("memory", "memory.swap.max"), "0", "[{h}] swap = limit: none at all");
+        }
+        // Kubernetes' conversion: 1 + (shares - 2) * 9999 / 262142.
+        assert_eq!(read("cpu", "cpu.weight"), "20", "[{h}] cpu.weight of 512 shares");
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000", "[{h}]");
+    } else {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "33554432", "[{h}]");
+        if fx.cgroup_dir("memory", &id).join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "33554432", "[{h}] swap = limit");
+        }
+        assert_eq!(read("cpu", "cpu.shares"), "512", "[{h}]");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000", "[{h}]");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000", "[{h}]");
     }
-    assert_eq!(read("cpu", "cpu.shares"), "512", "[{h}]");
-    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000", "[{h}]");
-    assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000", "[{h}]");
     // The container's process is in that cgroup.
     let pid = fx.inspect(&id)["pid"].as_i64().unwrap();
     assert!(pid > 0, "[{h}] no pid");

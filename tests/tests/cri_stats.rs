@@ -11,18 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-fn unified() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-}
+use berth_tests::cgroup::unified;
 
 /// A cgroup file of `path` for `controller` (the unified directory on v2).
 fn cg_file(controller: &str, path: &str, file: &str) -> PathBuf {
-    let rel = path.trim_start_matches('/');
-    if unified() {
-        Path::new("/sys/fs/cgroup").join(rel).join(file)
-    } else {
-        Path::new("/sys/fs/cgroup").join(controller).join(rel).join(file)
-    }
+    berth_tests::cgroup::dir(controller, path).join(file)
 }
 
 fn read(p: &Path) -> String {
@@ -161,6 +154,8 @@ fn stats_metrics_and_updates() {
         if unified() {
             assert_eq!(read(&cg_file("memory", &cgpath, "memory.max")), (200u64 << 20).to_string());
             assert_eq!(read(&cg_file("cpu", &cgpath, "cpu.max")), "50000 100000");
+            // Kubernetes' conversion: 1 + (shares - 2) * 9999 / 262142.
+            assert_eq!(read(&cg_file("cpu", &cgpath, "cpu.weight")), "20", "cpu.weight of 512 shares");
         } else {
             assert_eq!(read(&cg_file("memory", &cgpath, "memory.limit_in_bytes")), (200u64 << 20).to_string());
             assert_eq!(read(&cg_file("cpu", &cgpath, "cpu.cfs_quota_us")), "50000");
@@ -187,6 +182,11 @@ fn stats_metrics_and_updates() {
             .unwrap();
         let f = if unified() { cg_file("memory", &parent, "memory.max") } else { cg_file("memory", &parent, "memory.limit_in_bytes") };
         assert_eq!(read(&f), (300u64 << 20).to_string());
+        if unified() {
+            assert_eq!(read(&cg_file("cpu", &parent, "cpu.weight")), "39", "cpu.weight of 1024 shares");
+        } else {
+            assert_eq!(read(&cg_file("cpu", &parent, "cpu.shares")), "1024");
+        }
         let e = rt
             .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest { pod_sandbox_id: "nope".into(), overhead: None, resources: None })
             .await
@@ -198,7 +198,7 @@ fn stats_metrics_and_updates() {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sid.clone() }).await.unwrap();
     });
     drop(server);
-    for ctl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let _ = std::fs::remove_dir(ctl.path().join(parent.trim_start_matches('/')));
+    for d in berth_tests::cgroup::dirs(&parent) {
+        let _ = std::fs::remove_dir(d);
     }
 }

@@ -6,7 +6,6 @@
 
 use berth_tests::standalone::{Standalone, IMAGE};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
@@ -26,29 +25,7 @@ fn running(p: &Value, c: &str) -> bool {
     container(p, c)["state"]["running"].is_object()
 }
 
-fn unified() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
-/// The directory of cgroup `path` in the hierarchy of `controller`.
-fn cg_dir(controller: &str, path: &str) -> PathBuf {
-    let rel = path.trim_start_matches('/');
-    if unified() {
-        return Path::new("/sys/fs/cgroup").join(rel);
-    }
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.split(',').any(|c| c == controller) {
-            return e.path().join(rel);
-        }
-    }
-    panic!("no cgroup hierarchy has {controller}");
-}
-
-fn read(controller: &str, path: &str, file: &str) -> String {
-    let p = cg_dir(controller, path).join(file);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
-}
+use berth_tests::cgroup::{dir as cg_dir, read, unified};
 
 /// CFS quota in µs, -1 for none.
 fn quota(path: &str) -> i64 {
@@ -245,8 +222,8 @@ fn systemd_driver_names_the_slices() {
     assert!(cg_dir("memory", &format!("{path}/{cid}")).is_dir(), "the container's cgroup is below the pod slice");
     let st = s.interrupt();
     assert!(st.success(), "{}", s.output());
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = e.path().join(format!("{slice}.slice"));
+    for root in berth_tests::cgroup::roots() {
+        let d = root.join(format!("{slice}.slice"));
         assert!(!d.join(format!("{slice}-kubepods.slice")).exists(), "left: {}", d.display());
         let _ = std::fs::remove_dir(&d);
     }

@@ -252,9 +252,12 @@ fn run_sets_up_namespaces_files_shm_and_cgroup() {
     assert!(sopts.contains("size=65536k"), "{sopts}");
     assert_eq!(std::fs::metadata(&files.shm).unwrap().mode() & 0o7777, 0o1777);
 
-    // The pause is in the pod cgroup in every hierarchy.
-    let cg = format!("{}/pod{}", fx.cgroup_parent, &id[..12]);
-    assert_eq!(st.record.cgroup_path, cg);
+    // The pause is in the pod cgroup in every hierarchy; on v2 in a leaf
+    // of it (`pause`), so containers' controllers can be
+    // enabled in the pod cgroup.
+    let pod_cg = format!("{}/pod{}", fx.cgroup_parent, &id[..12]);
+    assert_eq!(st.record.cgroup_path, pod_cg);
+    let cg = if berth_tests::cgroup::unified() { format!("{pod_cg}/pause") } else { pod_cg };
     let dirs = cgroup_dirs(&cg);
     assert!(!dirs.is_empty(), "no cgroup dirs for {cg}");
     for d in &dirs {

@@ -720,8 +720,8 @@ impl Manager {
             unmount(&r.shm).map_err(io_err(id, &r.shm))?;
         }
         if let Some(leaf) = &r.pause_cgroup {
-            let cg = cgroups::for_host(Path::new(leaf)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
-            cg.destroy().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            let pc = cgroups::for_host(Path::new(leaf)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
+            pc.destroy().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         }
         if r.cgroup_created {
             let cg = cgroups::for_host(Path::new(&r.cgroup_path)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;

@@ -12,16 +12,7 @@ use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxPids, Li
 
 use super::{SpecContext, SpecError, Warning};
 
-/// cgroup v1 `cpu.shares` (2..=262144) → cgroup v2 `cpu.weight`
-/// (1..=10000): `1 + ((shares - 2) * 9999) / 262142`, the conversion runc
-/// and crun use. 0 means "unset" and stays 0; out-of-range shares clamp.
-pub fn cpu_shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-    let s = shares.clamp(2, 262_144);
-    1 + ((s - 2) * 9999) / 262_142
-}
+pub use crate::linux::cgroups::v2::shares_to_weight as cpu_shares_to_weight;
 
 /// v1 `memory.memsw.limit_in_bytes` (memory + swap) → v2 `memory.swap.max`
 /// (swap only). -1 (unlimited) stays -1; swap equal to the limit → 0.

@@ -120,21 +120,39 @@ impl Fixture {
         )
     }
 
-    /// Cgroup directory of this fixture in a v1 controller.
+    /// Cgroup directory of this fixture in a v1 controller (the unified
+    /// directory on v2).
     pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(controller).join(self.cgroup.trim_start_matches('/'))
+        let rel = self.cgroup.trim_start_matches('/');
+        if berth_runtime::linux::cgroups::is_unified() {
+            Path::new("/sys/fs/cgroup").join(rel)
+        } else {
+            Path::new("/sys/fs/cgroup").join(controller).join(rel)
+        }
     }
 
-    /// All existing cgroup dirs of this fixture.
+    /// All existing cgroup dirs of this fixture (one per v1 hierarchy, or
+    /// the unified one).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let rel = self.cgroup.trim_start_matches('/');
+        if berth_runtime::linux::cgroups::is_unified() {
+            let d = Path::new("/sys/fs/cgroup").join(rel);
+            return if d.exists() { vec![d] } else { Vec::new() };
+        }
         let mut out = Vec::new();
         for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let d = e.path().join(self.cgroup.trim_start_matches('/'));
+            let d = e.path().join(rel);
             if d.exists() {
                 out.push(d);
             }
         }
         out
+    }
+
+    /// The memory limit file: `memory.limit_in_bytes` on v1, `memory.max` on v2.
+    pub fn memory_limit_file(&self) -> PathBuf {
+        let name = if berth_runtime::linux::cgroups::is_unified() { "memory.max" } else { "memory.limit_in_bytes" };
+        self.cgroup_dir("memory").join(name)
     }
 
     /// Mounts whose source or target mentions our temp dir.

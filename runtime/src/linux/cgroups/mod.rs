@@ -44,6 +44,12 @@ pub trait CgroupManager: Send + Sync {
     fn pids(&self) -> CgroupResult<Vec<i32>>;
     /// Removes the cgroup directories (the processes must be gone).
     fn destroy(&self) -> CgroupResult<()>;
+    /// SIGKILLs every process of the cgroup and its descendants at once,
+    /// forks in flight included (v2's `cgroup.kill`, Linux 5.14+). False
+    /// when the kernel cannot: the caller signals each pid instead.
+    fn kill_all(&self) -> bool {
+        false
+    }
     /// Bind sources for a container's cgroup mount: (name under the mount
     /// point, host directory). On v2 a single entry with an empty name.
     fn mount_sources(&self) -> Vec<(String, PathBuf)>;

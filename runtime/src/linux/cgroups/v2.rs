@@ -12,12 +12,16 @@ pub struct V2Manager {
     path: PathBuf,
 }
 
-/// Converts v1 cpu shares [2, 262144] to a v2 cpu.weight [1, 10000].
+/// cgroup v1 `cpu.shares` (2..=262144) → cgroup v2 `cpu.weight`
+/// (1..=10000): `1 + ((shares - 2) * 9999) / 262142`, the conversion
+/// Kubernetes, runc and crun use. 0 means "unset" and stays 0; out-of-range
+/// shares clamp.
 pub fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
         return 0;
     }
-    1 + (shares.saturating_sub(2) * 9999) / 262142
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
 }
 
 impl V2Manager {
@@ -139,6 +143,11 @@ impl CgroupManager for V2Manager {
         remove_dir(&self.dir())
     }
 
+    fn kill_all(&self) -> bool {
+        let f = self.dir().join("cgroup.kill");
+        f.exists() && write_file(&f, "1").is_ok()
+    }
+
     fn mount_sources(&self) -> Vec<(String, PathBuf)> {
         vec![(String::new(), self.dir())]
     }
@@ -204,6 +213,17 @@ mod tests {
         assert_eq!(r("c2/memory.max"), "max");
         assert_eq!(r("c2/memory.swap.max"), "max");
         assert_eq!(r("c2/pids.max"), "max");
+    }
+
+    #[test]
+    fn kill_all_writes_cgroup_kill() {
+        let tmp = fake_root();
+        let m = V2Manager::new(tmp.path(), Path::new("k"));
+        m.create().unwrap();
+        assert!(!m.kill_all(), "no cgroup.kill: the kernel is older than 5.14");
+        std::fs::write(tmp.path().join("k/cgroup.kill"), "").unwrap();
+        assert!(m.kill_all());
+        assert_eq!(std::fs::read_to_string(tmp.path().join("k/cgroup.kill")).unwrap(), "1");
     }
 
     #[test]

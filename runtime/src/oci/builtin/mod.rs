@@ -193,6 +193,11 @@ fn write_pid_file(path: &Path, pid: i32) -> ExecResult<()> {
 /// them to die, blocking on pidfds rather than polling.
 fn kill_all(saved: &Saved, cgroup: &dyn CgroupManager, sig: Signal, timeout: Duration) {
     let deadline = Instant::now() + timeout;
+    // On v2 one write kills the whole cgroup, so a fork loop cannot outrun
+    // the kills below (which then only find what is already dying).
+    if sig == Signal::SIGKILL {
+        cgroup.kill_all();
+    }
     loop {
         let mut pids = cgroup.pids().unwrap_or_default();
         if saved.alive() && !pids.contains(&saved.pid) {
