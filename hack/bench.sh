@@ -103,7 +103,7 @@ for b in "${need[@]}"; do
 done
 
 echo "== building berth (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth --bin berth-shim)
+(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth --bin berth-shim --bin berth-pause)
 want cri && (cd "$repo" && cargo build --release -q -p berth-tests --bin cri-bench --bin berth-testimage)
 BERTH=$CARGO_TARGET_DIR/release/berth
 CRI_BENCH=$CARGO_TARGET_DIR/release/cri-bench

@@ -103,7 +103,7 @@ fn bundle_of(f: &Fixture) -> String {
 }
 
 fn executor(f: &Fixture) -> BuiltinExecutor {
-    BuiltinExecutor::new(&f.root, InitCommand { exe: BIN.into(), args: vec!["oci".into(), "init".into()] })
+    BuiltinExecutor::new(&f.root, InitCommand { exe: BIN.into(), args: vec!["oci".into(), "init".into()], fork: false })
 }
 
 fn wait_status(e: &dyn Executor, id: &str, want: Status) {

@@ -110,7 +110,7 @@ impl Fx {
         let cfg = ExecutorConfig {
             root: self.exec_root.clone(),
             binaries: self.binaries.clone(),
-            init: InitCommand { exe: berth_bin(), args: vec!["oci".into(), "init".into()] },
+            init: InitCommand { exe: berth_bin(), args: vec!["oci".into(), "init".into()], fork: false },
         };
         executor_by_name(&self.handler, &cfg).unwrap()
     }

@@ -180,7 +180,7 @@ impl Manager {
         ExecutorConfig {
             root: self.cfg.run_dir.join("oci"),
             binaries: self.cfg.binaries.clone(),
-            init: InitCommand { exe: self.cfg.exe.clone(), args: vec!["oci".into(), "init".into()] },
+            init: InitCommand { exe: self.cfg.exe.clone(), args: vec!["oci".into(), "init".into()], fork: false },
         }
     }
 

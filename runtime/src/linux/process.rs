@@ -18,24 +18,50 @@ pub fn spawn_with_fds(cmd: &mut Command, fds: &[(RawFd, RawFd)]) -> std::io::Res
     // SAFETY: the closure only calls async-signal-safe fcntl/dup2 between
     // fork and exec and does not allocate (`tmp` is preallocated).
     unsafe {
-        cmd.pre_exec(move || {
-            // Move every source out of the way first so targets cannot
-            // clobber later sources; dup2 then clears close-on-exec.
-            for (i, &(src, _)) in fds.iter().enumerate() {
-                tmp[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
-                if tmp[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, &(_, dst)) in fds.iter().enumerate() {
-                if libc::dup2(tmp[i], dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || remap_fds(&fds, &mut tmp));
     }
     cmd.spawn()
+}
+
+/// Places each `(src, dst)` fd at number `dst` (without close-on-exec),
+/// sources first moved out of the way (to close-on-exec copies in `tmp`,
+/// one slot a pair) so targets cannot clobber later sources. Only
+/// async-signal-safe calls, no allocation.
+pub fn remap_fds(fds: &[(RawFd, RawFd)], tmp: &mut [RawFd]) -> std::io::Result<()> {
+    // SAFETY: fcntl and dup2 on fds the caller owns.
+    unsafe {
+        for (i, &(src, _)) in fds.iter().enumerate() {
+            tmp[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
+            if tmp[i] < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        for (i, &(_, dst)) in fds.iter().enumerate() {
+            if libc::dup2(tmp[i], dst) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes every fd from `from` up.
+pub fn close_from(from: RawFd) {
+    // SAFETY: close_range only closes fds; the caller owns all of them.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if r != 0 {
+        let max = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as RawFd + 64).unwrap_or(1024).max(1024);
+        for fd in from..max {
+            // SAFETY: closing fds this process owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Whether this process has a single thread (then it may fork and go on
+/// running Rust code in the child).
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false)
 }
 
 /// Takes ownership of inherited fd `fd`, if it is open.

@@ -137,7 +137,7 @@ pub fn run_oci_command(cmd: OciCommand) -> anyhow::Result<i32> {
     if let OciSubcommand::Init = cmd.command {
         init_main();
     }
-    let exec = BuiltinExecutor::new(&cmd.root, InitCommand::default());
+    let exec = BuiltinExecutor::new(&cmd.root, InitCommand::forking());
     let result = dispatch(&exec, cmd.command);
     if let (Err(e), Some(log)) = (&result, &cmd.log) {
         log_error(log, cmd.log_format, &format!("{e:#}"));

@@ -222,6 +222,7 @@ pub fn pause_args(config: &PodSandboxConfig, sysctls: Vec<String>) -> PauseArgs 
         pid: o.pid == NamespaceMode::Pod as i32,
         hostname: (!host_net && !config.hostname.is_empty()).then(|| config.hostname.clone()),
         sysctls,
+        cgroup: None,
     }
 }
 
@@ -670,15 +671,15 @@ impl Manager {
         let existed = cg.mount_sources().iter().any(|(_, d)| d.exists());
         cg.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         r.cgroup_created = !existed;
-        let cg = if cgroups::is_unified() {
+        let pause_cg = if cgroups::is_unified() {
             let leaf = format!("{}/pause", r.cgroup_path.trim_end_matches('/'));
             r.pause_cgroup = Some(leaf.clone());
             self.save_step(r)?;
             let pc = cgroups::for_host(Path::new(&leaf)).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
             pc.create().map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
-            pc
+            leaf
         } else {
-            cg
+            r.cgroup_path.clone()
         };
         self.save_step(r)?;
 
@@ -691,6 +692,8 @@ impl Manager {
             args.net = false;
             args.netns = r.network.as_ref().and_then(|n| n.netns.clone());
         }
+        // The pause joins its cgroup itself before it forks.
+        args.cgroup = Some(PathBuf::from(pause_cg));
         let args = &args;
 
         let pid = match pause::spawn(&self.cfg.exe, args) {
@@ -705,7 +708,6 @@ impl Manager {
         if r.pid_start == 0 {
             return Err(SandboxError::Pause { id, msg: format!("the pause process {pid} exited at once") });
         }
-        cg.add_pid(pid).map_err(|source| SandboxError::Cgroup { id: id.clone(), source })?;
         let ns = |on: bool, name: &str| on.then(|| PathBuf::from(format!("/proc/{pid}/ns/{name}")));
         r.namespaces = NamespacePaths { net: args.netns.clone().or_else(|| ns(args.net, "net")), ipc: ns(args.ipc, "ipc"), uts: ns(args.uts, "uts"), pid: ns(args.pid, "pid") };
         r.state = SandboxState::Ready;

@@ -45,6 +45,10 @@ pub struct PauseArgs {
     /// Namespaced sysctl to write, `key=value` (normalized dotted key).
     #[arg(long = "sysctl", value_name = "KEY=VALUE")]
     pub sysctls: Vec<String>,
+    /// Join this cgroup (cgroupfs path, already created) before anything
+    /// else, so the pause starts in it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl PauseArgs {
@@ -68,7 +72,36 @@ impl PauseArgs {
             a.push("--sysctl".into());
             a.push(s.into());
         }
+        if let Some(c) = &self.cgroup {
+            a.push("--cgroup".into());
+            a.push(c.into());
+        }
         a
+    }
+
+    /// Parses what [`PauseArgs::to_args`] writes, without clap (for the
+    /// small `berth-pause` binary).
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
+        let mut a = PauseArgs::default();
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+            match flag.to_str() {
+                Some("--net") => a.net = true,
+                Some("--ipc") => a.ipc = true,
+                Some("--uts") => a.uts = true,
+                Some("--pid") => a.pid = true,
+                Some("--netns") => a.netns = Some(value("--netns")?.into()),
+                Some("--hostname") => a.hostname = Some(value("--hostname")?.to_string_lossy().into_owned()),
+                Some("--sysctl") => a.sysctls.push(value("--sysctl")?.to_string_lossy().into_owned()),
+                Some("--cgroup") => a.cgroup = Some(value("--cgroup")?.into()),
+                _ => return Err(format!("unexpected argument {flag:?}")),
+            }
+        }
+        if a.net && a.netns.is_some() {
+            return Err("--net and --netns exclude each other".into());
+        }
+        Ok(a)
     }
 
     fn clone_flags(&self) -> CloneFlags {
@@ -152,6 +185,12 @@ pub fn interface_is_up(name: &str) -> io::Result<bool> {
 
 /// Everything done in the new namespaces before the pause forks.
 fn setup(args: &PauseArgs) -> Result<(), String> {
+    if let Some(path) = &args.cgroup {
+        // Joined by the (single-threaded) pause itself: on v1 through each
+        // hierarchy's `tasks`, far cheaper than moving it from outside.
+        let cg = crate::linux::cgroups::for_host(path).map_err(|e| format!("cgroup {}: {e}", path.display()))?;
+        cg.join_self().map_err(|e| format!("joining cgroup {}: {e}", path.display()))?;
+    }
     if let Some(p) = &args.netns {
         let f = fs::File::open(p).map_err(|e| format!("opening network namespace {}: {e}", p.display()))?;
         nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining network namespace {}: {e}", p.display()))?;
@@ -243,12 +282,24 @@ pub fn pause_main(args: &PauseArgs) -> ! {
     }
 }
 
-/// Starts a detached pause process (`<exe> pause ARGS`) and waits for its
-/// report: the pause's host pid, or its error message.
+/// The small pause binary, installed next to `berth`.
+pub const PAUSE_BINARY: &str = "berth-pause";
+
+/// Starts a detached pause process and waits for its report: the pause's
+/// host pid, or its error message. It runs `berth-pause ARGS` when that is
+/// installed next to `exe` (a small binary starts faster and holds less
+/// memory for the pod's lifetime), else `<exe> pause ARGS`.
 pub fn spawn(exe: &Path, args: &PauseArgs) -> io::Result<Result<i32, String>> {
     use crate::linux::ready::{self, Report};
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("pause").args(args.to_args());
+    let small = exe.with_file_name(PAUSE_BINARY);
+    let mut cmd = if small.is_file() {
+        std::process::Command::new(small)
+    } else {
+        let mut c = std::process::Command::new(exe);
+        c.arg("pause");
+        c
+    };
+    cmd.args(args.to_args());
     // Its own session from the start: no terminal signals from the daemon's.
     Ok(match ready::spawn(cmd, true, SPAWN_TIMEOUT)? {
         Report::Ready(pid) => Ok(pid),
@@ -282,10 +333,14 @@ mod tests {
             pid: true,
             hostname: Some("web-0".into()),
             sysctls: vec!["net.ipv4.ip_forward=1".into(), "kernel.shmmax=100".into()],
+            cgroup: Some("/berth/podabc/pause".into()),
         };
         let mut argv = vec![OsString::from("pause")];
         argv.extend(a.to_args());
         assert_eq!(P::parse_from(argv).a, a);
+        assert_eq!(PauseArgs::parse(a.to_args()).unwrap(), a);
+        assert!(PauseArgs::parse([OsString::from("--bogus")]).is_err());
+        assert!(PauseArgs::parse([OsString::from("--netns")]).is_err());
         assert_eq!(PauseArgs::default().to_args(), Vec::<OsString>::new());
     }
 

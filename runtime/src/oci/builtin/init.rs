@@ -1,5 +1,6 @@
 //! The container init, run in a fresh single-threaded re-exec of the Berth
-//! binary (`berth oci init`).
+//! binary (`berth oci init`), or forked from the single-threaded `berth oci`
+//! command line.
 //!
 //! Stage 0 applies rlimits/oom_score_adj, joins or creates namespaces and
 //! forks stage 1 (PID 1 of a new PID namespace); stage 1 prepares the rootfs,
@@ -46,8 +47,22 @@ pub fn init_main() -> ! {
         Ok(Err(e)) => fail(&mut chan, &format!("bad bootstrap: {e}")),
         Err(e) => fail(&mut chan, &format!("read bootstrap: {e}")),
     };
+    run(&boot, chan)
+}
+
+/// The init in a forked (not re-executed) child that already holds its
+/// bootstrap, with its fds placed as [`init_main`] expects them.
+pub(crate) fn init_forked(boot: &Bootstrap) -> ! {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = process::cloexec_from(INIT_FD);
+    let Some(fd) = process::take_inherited_fd(INIT_FD) else { process::exit_now(2) };
+    run(boot, UnixStream::from(fd))
+}
+
+fn run(boot: &Bootstrap, mut chan: UnixStream) -> ! {
     let console = if boot.console { process::take_inherited_fd(CONSOLE_FD) } else { None };
-    if let Err(e) = stage0(&boot, &mut chan, console) {
+    if let Err(e) = stage0(boot, &mut chan, console) {
         fail(&mut chan, &e.to_string());
     }
     process::exit_now(0)

@@ -33,17 +33,61 @@ use crate::linux::{process, Context, SysError};
 const INIT_FD: i32 = 3;
 const CONSOLE_FD: i32 = 4;
 
-/// How to re-execute the Berth binary as a container init.
+/// How to start a container init: re-execute the Berth binary, or, in a
+/// single-threaded caller (the `berth oci` command line), fork and run it
+/// without the exec.
 #[derive(Debug, Clone)]
 pub struct InitCommand {
     pub exe: PathBuf,
     pub args: Vec<String>,
+    /// Fork without exec when the process is single-threaded.
+    pub fork: bool,
 }
 
 impl Default for InitCommand {
     /// `/proc/self/exe oci init`: the running Berth binary.
     fn default() -> Self {
-        InitCommand { exe: PathBuf::from("/proc/self/exe"), args: vec!["oci".into(), "init".into()] }
+        InitCommand { exe: PathBuf::from("/proc/self/exe"), args: vec!["oci".into(), "init".into()], fork: false }
+    }
+}
+
+impl InitCommand {
+    /// Forks the init when the caller is single-threaded, else re-executes.
+    pub fn forking() -> Self {
+        InitCommand { fork: true, ..Default::default() }
+    }
+}
+
+/// The running init: a re-executed child, or a forked one.
+enum InitChild {
+    Spawned(std::process::Child),
+    Forked(Pid),
+}
+
+impl InitChild {
+    fn wait(&mut self) -> String {
+        match self {
+            InitChild::Spawned(c) => c.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            InitChild::Forked(p) => match nix::sys::wait::waitpid(*p, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => format!("exit status: {c}"),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => format!("signal: {s}"),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            InitChild::Spawned(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            InitChild::Forked(p) => {
+                let _ = kill(*p, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(*p, None);
+            }
+        }
     }
 }
 
@@ -122,19 +166,25 @@ impl BuiltinExecutor {
             Some(p) => Some(UnixStream::connect(p).ctx(|| format!("connect console socket {}", p.display()))?),
             None => None,
         };
-        let mut cmd = Command::new(&self.init.exe);
-        cmd.args(&self.init.args).current_dir(bundle).env_clear();
-        cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let stdio = |fd: Option<OwnedFd>| fd.map_or_else(Stdio::inherit, Stdio::from);
-        cmd.stdin(stdio(opts.stdin)).stdout(stdio(opts.stdout)).stderr(stdio(opts.stderr));
-        let mut fds = vec![(child_sock.as_raw_fd(), INIT_FD)];
-        if let Some(c) = &console {
-            fds.push((c.as_raw_fd(), CONSOLE_FD));
-        }
-        let mut child = process::spawn_with_fds(&mut cmd, &fds)
-            .ctx(|| format!("spawn container init {}", self.init.exe.display()))?;
-        drop(child_sock);
-        drop(console);
+        let forked = self.init.fork && process::single_threaded();
+        let mut child = if forked {
+            self.fork_init(boot, bundle, child_sock, console, opts.stdin, opts.stdout, opts.stderr)?
+        } else {
+            let mut cmd = Command::new(&self.init.exe);
+            cmd.args(&self.init.args).current_dir(bundle).env_clear();
+            cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            let stdio = |fd: Option<OwnedFd>| fd.map_or_else(Stdio::inherit, Stdio::from);
+            cmd.stdin(stdio(opts.stdin)).stdout(stdio(opts.stdout)).stderr(stdio(opts.stderr));
+            let mut fds = vec![(child_sock.as_raw_fd(), INIT_FD)];
+            if let Some(c) = &console {
+                fds.push((c.as_raw_fd(), CONSOLE_FD));
+            }
+            let child = process::spawn_with_fds(&mut cmd, &fds)
+                .ctx(|| format!("spawn container init {}", self.init.exe.display()))?;
+            drop(child_sock);
+            drop(console);
+            InitChild::Spawned(child)
+        };
 
         let result = (|| -> ExecResult<i32> {
             let mut sock = parent_sock;
@@ -142,8 +192,10 @@ impl BuiltinExecutor {
             // One write: serde_json::to_writer on the bare socket sends
             // every JSON token separately (~900 syscalls for a default spec,
             // each waking the init that reads them).
-            let data = serde_json::to_vec(boot).map_err(|e| SysError::msg(format!("send bootstrap: {e}")))?;
-            sock.write_all(&data).ctx(|| "send bootstrap")?;
+            if !forked {
+                let data = serde_json::to_vec(boot).map_err(|e| SysError::msg(format!("send bootstrap: {e}")))?;
+                sock.write_all(&data).ctx(|| "send bootstrap")?;
+            }
             sock.shutdown(std::net::Shutdown::Write).ctx(|| "send bootstrap")?;
             let (mut pid, mut ready, mut error) = (None, false, None);
             for line in BufReader::new(&sock).lines() {
@@ -158,7 +210,7 @@ impl BuiltinExecutor {
                     Err(e) => tracing::warn!("bad message from container init: {e}: {line}"),
                 }
             }
-            let status = child.wait().ctx(|| "wait for container init")?;
+            let status = child.wait();
             if let Some(e) = error {
                 if let Some(p) = pid {
                     let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
@@ -175,11 +227,65 @@ impl BuiltinExecutor {
             }
         })();
         if result.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
         result
     }
+
+    /// Forks the init: the child gets the same fds, working directory and
+    /// bootstrap as a re-executed `berth oci init`, without the exec and the
+    /// JSON round trip. The caller is single-threaded.
+    #[allow(clippy::too_many_arguments)]
+    fn fork_init(
+        &self,
+        boot: &Bootstrap,
+        bundle: &Path,
+        chan: UnixStream,
+        console: Option<UnixStream>,
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> ExecResult<InitChild> {
+        let mut fds: Vec<(i32, i32)> = Vec::with_capacity(5);
+        for (fd, dst) in [(&stdin, 0), (&stdout, 1), (&stderr, 2)] {
+            if let Some(f) = fd {
+                fds.push((f.as_raw_fd(), dst));
+            }
+        }
+        fds.push((chan.as_raw_fd(), INIT_FD));
+        if let Some(c) = &console {
+            fds.push((c.as_raw_fd(), CONSOLE_FD));
+        }
+        let mut tmp = vec![-1; fds.len()];
+        let bundle = std::ffi::CString::new(bundle.as_os_str().as_encoded_bytes()).map_err(|e| SysError::msg(format!("bundle path: {e}")))?;
+        // SAFETY: the caller is single-threaded (checked), so the child may
+        // go on running ordinary Rust code; it never returns.
+        match unsafe { nix::unistd::fork() }.ctx(|| "fork container init")? {
+            nix::unistd::ForkResult::Child => {
+                // The originals stay open until the init execs (close-on-exec):
+                // dropping them here could close a remapped number.
+                std::mem::forget((chan, console, stdin, stdout, stderr));
+                if let Err(e) = remap_and_chdir(&fds, &mut tmp, &bundle) {
+                    eprintln!("berth: container init: {e}");
+                    process::exit_now(1);
+                }
+                init::init_forked(boot)
+            }
+            nix::unistd::ForkResult::Parent { child } => Ok(InitChild::Forked(child)),
+        }
+    }
+}
+
+/// In the forked init: fds as a re-executed init gets them (stdio, the
+/// channel, the console) and nothing else, so no copy of the parent's end
+/// of the channel keeps it from seeing EOF.
+fn remap_and_chdir(fds: &[(i32, i32)], tmp: &mut [i32], dir: &std::ffi::CStr) -> std::io::Result<()> {
+    process::remap_fds(fds, tmp)?;
+    process::close_from(fds.iter().map(|&(_, dst)| dst + 1).max().unwrap_or(0).max(INIT_FD + 1));
+    nix::unistd::chdir(dir).map_err(std::io::Error::from)
+}
+
+impl BuiltinExecutor {
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> ExecResult<()> {

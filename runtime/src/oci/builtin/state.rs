@@ -22,6 +22,10 @@ pub struct Saved {
     pub created: String,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// Device and inode of the init's executable while it waits on
+    /// exec.fifo: once they differ, it has exec'd the container process.
+    #[serde(default)]
+    pub init_exe: Option<(u64, u64)>,
 }
 
 impl Saved {
@@ -34,6 +38,7 @@ impl Saved {
             cgroup_path: cgroup_path.into(),
             created: chrono::Utc::now().to_rfc3339(),
             annotations,
+            init_exe: exe_id(pid),
         }
     }
 
@@ -66,7 +71,7 @@ impl Saved {
     pub fn status(&self, dir: &Path) -> Status {
         if !self.alive() {
             Status::Stopped
-        } else if dir.join(FIFO).exists() && !init_exec_done(self.pid) {
+        } else if dir.join(FIFO).exists() && !self.init_exec_done() {
             // The fifo alone is not enough: `start` removes it after the
             // init's write, and a `start` killed in between would leave a
             // running container looking created forever.
@@ -89,10 +94,22 @@ impl Saved {
     }
 }
 
-/// Whether the container init has exec'd the container process: until then
-/// its command line is the runtime's `... oci init`.
-fn init_exec_done(pid: i32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    !(args.len() >= 3 && args[1] == b"oci" && args[2] == b"init")
+/// Device and inode of a process's executable.
+fn exe_id(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Saved {
+    /// Whether the container init has exec'd the container process: its
+    /// executable is no longer the runtime's (states saved before
+    /// `init_exe` existed: its command line is no longer `... oci init`).
+    fn init_exec_done(&self) -> bool {
+        if let Some(id) = self.init_exe {
+            return exe_id(self.pid).is_some_and(|now| now != id);
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", self.pid)) else { return false };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        !(args.len() >= 3 && args[1] == b"oci" && args[2] == b"init")
+    }
 }
