@@ -560,8 +560,9 @@ spec:
 
 #[test]
 fn drives_a_remote_cri_endpoint() {
-    let mut s = Standalone::new();
+    // Declared first, dropped last: the run stops its pods through the server.
     let cri = berth_tests::CriServer::start_with_busybox();
+    let mut s = Standalone::new();
     let m = s.write(
         "remote.yaml",
         &format!(
