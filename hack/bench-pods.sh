@@ -149,33 +149,9 @@ esac
 STUB
 chmod 755 "$cd_dir/cni-bin/stub"
 echo '{"cniVersion":"0.4.0","name":"bench","plugins":[{"type":"stub"}]}' >"$cd_dir/cni-conf/10-bench.conflist"
-cat >"$cd_dir/config.toml" <<TOML
-version = 2
-root = "$cd_dir/root"
-state = "$cd_dir/state"
-[grpc]
-  address = "$cd_sock"
-[ttrpc]
-  address = "$cd_sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cd_dir/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "berth.local/pause:1"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
-        Root = "$cd_dir/state/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$cd_dir/cni-bin"
-    conf_dir = "$cd_dir/cni-conf"
-    max_conf_num = 1
-TOML
+"$repo/hack/containerd-config.sh" ROOT="$cd_dir/root" STATE="$cd_dir/state" SOCKET="$cd_sock" \
+  OPT="$cd_dir/opt" SANDBOX_IMAGE=berth.local/pause:1 RUNC="$(command -v runc)" RUNC_ROOT="$cd_dir/state/runc" \
+  CNI_BIN="$cd_dir/cni-bin" CNI_CONF="$cd_dir/cni-conf" >"$cd_dir/config.toml"
 containerd --config "$cd_dir/config.toml" --log-level warn </dev/null >"$cd_dir/log" 2>&1 &
 cd_pid=$!
 until [[ -S $cd_sock ]]; do kill -0 "$cd_pid" || { cat "$cd_dir/log" >&2; exit 1; }; sleep 0.1; done

@@ -418,41 +418,9 @@ STUB
 
   cd_dir=$cri/containerd
   cd_sock=$cd_dir/containerd.sock
-  cat >"$cri/containerd.toml" <<TOML
-version = 2
-root = "$cd_dir/root"
-state = "$cri/run/containerd"
-[grpc]
-  address = "$cd_sock"
-[ttrpc]
-  address = "$cd_sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$cd_dir/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$pause_image"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # Root lacks CAP_SYS_RESOURCE: no oom_score_adj below containerd's own.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
-        Root = "$cri/run/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$cri/cni-bin"
-    conf_dir = "$cri/cni-conf"
-    max_conf_num = 1
-TOML
+  "$repo/hack/containerd-config.sh" ROOT="$cd_dir/root" STATE="$cri/run/containerd" SOCKET="$cd_sock" \
+    OPT="$cd_dir/opt" SANDBOX_IMAGE="$pause_image" RUNC="$(command -v runc)" RUNC_ROOT="$cri/run/runc" \
+    CNI_BIN="$cri/cni-bin" CNI_CONF="$cri/cni-conf" >"$cri/containerd.toml"
   containerd --config "$cri/containerd.toml" --log-level warn </dev/null >"$cri/containerd.log" 2>&1 &
   containerd_pid=$!
   wait_socket "$cd_sock" "$containerd_pid" containerd

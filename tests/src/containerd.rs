@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// The busybox image's name inside containerd.
 pub const IMAGE: &str = "berth.local/busybox:1";
 const PAUSE: &str = "berth.local/pause:1";
+/// containerd's config, shared with hack/bench.sh and hack/bench-pods.sh.
+const TEMPLATE: &str = include_str!("../../hack/containerd.toml.in");
 
 pub struct Containerd {
     pub dir: TestRoot,
@@ -49,48 +51,24 @@ impl Containerd {
         std::fs::write(d.join("cni-conf/10-test.conflist"), r#"{"cniVersion":"0.4.0","name":"test","plugins":[{"type":"test-stub"}]}"#).expect("conflist");
         let socket = d.join("containerd.sock");
         let runc = which("runc").expect("runc");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{state}/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cnibin}"
-    conf_dir = "{cniconf}"
-    max_conf_num = 1
-"#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = socket.display(),
-            opt = d.join("opt").display(),
-            runc = runc.display(),
-            cnibin = d.join("cni-bin").display(),
-            cniconf = d.join("cni-conf").display(),
-        );
+        let values = [
+            ("ROOT", d.join("root")),
+            ("STATE", d.join("state")),
+            ("SOCKET", socket.clone()),
+            ("OPT", d.join("opt")),
+            ("SANDBOX_IMAGE", PAUSE.into()),
+            ("RUNC", runc),
+            ("RUNC_ROOT", d.join("state/runc")),
+            ("CNI_BIN", d.join("cni-bin")),
+            ("CNI_CONF", d.join("cni-conf")),
+        ];
+        for name in TEMPLATE.split('@').skip(1).step_by(2) {
+            assert!(values.iter().any(|(k, _)| *k == name), "no value for @{name}@ of hack/containerd.toml.in");
+        }
+        let mut config = TEMPLATE.to_string();
+        for (key, value) in &values {
+            config = config.replace(&format!("@{key}@"), &value.display().to_string());
+        }
         std::fs::write(d.join("containerd.toml"), config).expect("write config");
         let made_run_dir = !Path::new("/run/containerd").exists();
         let log = std::fs::File::create(d.join("containerd.log")).expect("log");

@@ -13,6 +13,36 @@ use std::time::{Duration, Instant};
 /// The busybox image's name in every standalone test.
 pub const IMAGE: &str = "test/busybox:1";
 
+/// A container's status by name, from containerStatuses or initContainerStatuses; Null when absent.
+pub fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    for key in ["containerStatuses", "initContainerStatuses"] {
+        if let Some(c) = pod["status"][key].as_array().and_then(|l| l.iter().find(|c| c["name"] == name)) {
+            return c;
+        }
+    }
+    &Value::Null
+}
+
+/// Whether the named container's state is running.
+pub fn running(pod: &Value, name: &str) -> bool {
+    container(pod, name)["state"]["running"].is_object()
+}
+
+/// Why the named container is waiting; "" when it is not.
+pub fn waiting_reason(pod: &Value, name: &str) -> String {
+    container(pod, name)["state"]["waiting"]["reason"].as_str().unwrap_or("").to_string()
+}
+
+/// The pod's phase; "" when absent.
+pub fn phase(pod: &Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// The condition of type `kind` in a pod's or node's status; Null when absent.
+pub fn condition<'a>(object: &'a Value, kind: &str) -> &'a Value {
+    object["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).unwrap_or(&Value::Null)
+}
+
 pub struct Standalone {
     pub root: TestRoot,
     /// Manifests go here.

@@ -4,26 +4,9 @@
 //! memory pressure, in-place resize, `berth top`, image garbage collection.
 //! Real cgroups (v1 here; v2 file names where the host has them).
 
-use berth_tests::standalone::{Standalone, IMAGE};
+use berth_tests::standalone::{condition, container, phase, running, Standalone, IMAGE};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    for key in ["containerStatuses", "initContainerStatuses"] {
-        if let Some(c) = pod["status"][key].as_array().and_then(|l| l.iter().find(|c| c["name"] == name)) {
-            return c;
-        }
-    }
-    &Value::Null
-}
-
-fn phase(pod: &Value) -> &str {
-    pod["status"]["phase"].as_str().unwrap_or("")
-}
-
-fn running(p: &Value, c: &str) -> bool {
-    container(p, c)["state"]["running"].is_object()
-}
 
 use berth_tests::cgroup::{dir as cg_dir, read, unified};
 
@@ -69,10 +52,6 @@ fn pids_max(path: &str) -> String {
 
 fn node(s: &Standalone) -> Value {
     serde_json::from_str(&s.berth_ok(&["get", "nodes", "-o", "json"])).unwrap()
-}
-
-fn condition(v: &Value, kind: &str) -> Value {
-    v["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned()).unwrap_or(Value::Null)
 }
 
 fn container_id(p: &Value, c: &str) -> String {

@@ -1,27 +1,7 @@
 //! Standalone mode end to end: `berth run` with real pods from manifests,
 //! read back through the kubectl-like commands.
 
-use berth_tests::standalone::Standalone;
-use serde_json::Value;
-
-fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    for key in ["containerStatuses", "initContainerStatuses"] {
-        if let Some(list) = pod["status"][key].as_array() {
-            if let Some(c) = list.iter().find(|c| c["name"] == name) {
-                return c;
-            }
-        }
-    }
-    &Value::Null
-}
-
-fn condition(pod: &Value, kind: &str) -> String {
-    pod["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).map(|c| c["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
-}
-
-fn phase(pod: &Value) -> &str {
-    pod["status"]["phase"].as_str().unwrap_or("")
-}
+use berth_tests::standalone::{condition, container, phase, running, waiting_reason, Standalone};
 
 const IMG: &str = berth_tests::standalone::IMAGE;
 
@@ -81,11 +61,11 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    let pod = s.wait_pod("web", "app running", 60, |p| container(p, "app")["state"]["running"].is_object());
+    let pod = s.wait_pod("web", "app running", 60, |p| running(p, "app"));
     assert_eq!(phase(&pod), "Running");
-    assert_eq!(condition(&pod, "Initialized"), "True");
+    assert_eq!(condition(&pod, "Initialized")["status"], "True");
     // The readiness probe fails until the file exists.
-    assert_eq!(condition(&pod, "Ready"), "False", "{pod}");
+    assert_eq!(condition(&pod, "Ready")["status"], "False", "{pod}");
     assert_eq!(container(&pod, "app")["ready"], false);
     assert_eq!(container(&pod, "first")["state"]["terminated"]["reason"], "Completed");
     assert_eq!(container(&pod, "second")["state"]["terminated"]["exitCode"], 0);
@@ -93,8 +73,8 @@ spec:
     let order = s.berth_ok(&["exec", "web", "--", "cat", "/data/order"]);
     assert_eq!(order, "first\nsecond\napp\npoststart\n", "init containers in order, postStart after start");
     s.berth_ok(&["exec", "web", "-c", "app", "--", "touch", "/data/ready"]);
-    let pod = s.wait_pod("web", "ready", 30, |p| condition(p, "Ready") == "True");
-    assert_eq!(condition(&pod, "ContainersReady"), "True");
+    let pod = s.wait_pod("web", "ready", 30, |p| condition(p, "Ready")["status"] == "True");
+    assert_eq!(condition(&pod, "ContainersReady")["status"], "True");
     assert_eq!(pod["status"]["qosClass"], "BestEffort");
 
     // Environment: ConfigMap, Secret, downward API and $(VAR) expansion.
@@ -171,11 +151,11 @@ spec:
     let pod = s.wait_pod("never", "Failed", 60, |p| phase(p) == "Failed");
     assert_eq!(container(&pod, "init")["state"]["terminated"]["exitCode"], 2);
     assert!(container(&pod, "app")["state"]["waiting"].is_object(), "{pod}");
-    assert_eq!(condition(&pod, "Initialized"), "False");
+    assert_eq!(condition(&pod, "Initialized")["status"], "False");
 
     let pod = s.wait_pod("retry", "init restarted twice", 60, |p| container(p, "init")["restartCount"].as_i64().unwrap_or(0) >= 2);
     assert_eq!(phase(&pod), "Pending");
-    assert!(container(&pod, "app")["state"]["waiting"]["reason"] == "PodInitializing", "{pod}");
+    assert!(waiting_reason(&pod, "app") == "PodInitializing", "{pod}");
     let table = s.berth_ok(&["get", "pods", "retry"]);
     assert!(table.contains("Init:"), "{table}");
     // The app container was never created.
@@ -226,14 +206,14 @@ spec:
 
     let p = s.wait_pod("done", "Succeeded", 60, |p| phase(p) == "Succeeded");
     assert_eq!(container(&p, "c")["state"]["terminated"]["reason"], "Completed");
-    assert_eq!(condition(&p, "Ready"), "False");
+    assert_eq!(condition(&p, "Ready")["status"], "False");
 
     let p = s.wait_pod("flaky", "restarted 3 times", 60, |p| container(p, "c")["restartCount"].as_i64().unwrap_or(0) >= 3);
     assert_eq!(phase(&p), "Running");
     assert_eq!(container(&p, "c")["lastState"]["terminated"]["exitCode"], 1, "{p}");
 
     // Always restarts even successful exits, with back-off.
-    let p = s.wait_pod("always", "CrashLoopBackOff", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "CrashLoopBackOff");
+    let p = s.wait_pod("always", "CrashLoopBackOff", 60, |p| waiting_reason(p, "c") == "CrashLoopBackOff");
     let msg = container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap_or("").to_string();
     assert!(msg.contains("back-off") && msg.contains("restarting failed container=c"), "{msg}");
     assert_eq!(container(&p, "c")["lastState"]["terminated"]["reason"], "Completed");
@@ -281,10 +261,10 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    s.wait_pod("live", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("live", "running", 60, |p| running(p, "c"));
     s.berth_ok(&["exec", "live", "--", "rm", "/tmp/healthy"]);
     let p = s.wait_pod("live", "restarted by liveness", 60, |p| {
-        container(p, "c")["restartCount"].as_i64().unwrap_or(0) >= 1 && container(p, "c")["state"]["running"].is_object()
+        container(p, "c")["restartCount"].as_i64().unwrap_or(0) >= 1 && running(p, "c")
     });
     assert_eq!(container(&p, "c")["lastState"]["terminated"]["exitCode"], 0, "{p}");
     let d = s.berth_ok(&["describe", "pod", "live"]);
@@ -321,14 +301,14 @@ spec:
     );
     let path = m.to_str().unwrap().to_string();
     s.start(&[&path]);
-    let p = s.wait_pod("sleeper", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    let p = s.wait_pod("sleeper", "running", 60, |p| running(p, "c"));
     let id = container(&p, "c")["containerID"].clone();
     let started = container(&p, "c")["state"]["running"]["startedAt"].clone();
     s.kill9();
     // The container keeps running without berth.
     assert!(!s.processes().is_empty());
     s.start(&[&path]);
-    let p = s.wait_pod("sleeper", "running again", 60, |p| container(p, "c")["state"]["running"].is_object());
+    let p = s.wait_pod("sleeper", "running again", 60, |p| running(p, "c"));
     assert_eq!(container(&p, "c")["containerID"], id, "adopted, not restarted");
     assert_eq!(container(&p, "c")["state"]["running"]["startedAt"], started);
     assert_eq!(container(&p, "c")["restartCount"], 0);
@@ -402,7 +382,7 @@ spec:
         ),
     );
     s.start(&[good.to_str().unwrap(), bad.to_str().unwrap()]);
-    s.wait_pod("good", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("good", "running", 60, |p| running(p, "c"));
     let out = s.output();
     for (doc, want) in [
         ("noimage", "spec.containers[0].image"),
@@ -440,16 +420,16 @@ spec:
     s.write("a.yaml", &pod("a", "one"));
     let dir = s.dir.path().to_str().unwrap().to_string();
     s.start(&["--manifest-dir", &dir]);
-    s.wait_pod("a", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("a", "running", 60, |p| running(p, "c"));
     s.wait_logs(&["a"], "one\n", 30);
     let uid = s.pod("a").unwrap()["metadata"]["uid"].clone();
 
     // Added.
     s.write("b.yaml", &pod("b", "bee"));
-    s.wait_pod("b", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("b", "running", 60, |p| running(p, "c"));
     // Changed: replaced by a new pod.
     s.write("a.yaml", &pod("a", "two"));
-    s.wait_pod("a", "replaced", 60, |p| p["metadata"]["uid"] != uid && container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("a", "replaced", 60, |p| p["metadata"]["uid"] != uid && running(p, "c"));
     s.wait_logs(&["a"], "two\n", 30);
     // Removed.
     std::fs::remove_file(s.dir.path().join("b.yaml")).unwrap();
@@ -498,8 +478,8 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    let p = s.wait_pod("side", "app running", 60, |p| container(p, "app")["state"]["running"].is_object());
-    assert!(container(&p, "proxy")["state"]["running"].is_object(), "the sidecar keeps running: {p}");
+    let p = s.wait_pod("side", "app running", 60, |p| running(p, "app"));
+    assert!(running(&p, "proxy"), "the sidecar keeps running: {p}");
     assert_eq!(container(&p, "proxy")["started"], true);
     assert_eq!(s.berth_ok(&["exec", "side", "--", "cat", "/data/order"]), "setup\nproxy\napp\n");
     let table = s.berth_ok(&["get", "pods", "side"]);
@@ -533,11 +513,11 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    let p = s.wait_pod("missing", "ErrImagePull", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ErrImagePull");
+    let p = s.wait_pod("missing", "ErrImagePull", 60, |p| waiting_reason(p, "c") == "ErrImagePull");
     assert!(container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap().contains("nothing/here"), "{p}");
     assert_eq!(phase(&p), "Pending");
-    s.wait_pod("missing", "ImagePullBackOff", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ImagePullBackOff");
-    let p = s.wait_pod("never", "ErrImageNeverPull", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "ErrImageNeverPull");
+    s.wait_pod("missing", "ImagePullBackOff", 60, |p| waiting_reason(p, "c") == "ImagePullBackOff");
+    let p = s.wait_pod("never", "ErrImageNeverPull", 60, |p| waiting_reason(p, "c") == "ErrImageNeverPull");
     assert!(container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap().contains("pull policy of Never"), "{p}");
     let d = s.berth_ok(&["describe", "pod", "missing"]);
     assert!(d.contains("Failed") && d.contains("Pulling"), "{d}");
@@ -568,10 +548,10 @@ spec:
     );
     let dir = s.dir.path().to_str().unwrap().to_string();
     s.start(&["--manifest-dir", &dir]);
-    let p = s.wait_pod("wants", "CreateContainerConfigError", 60, |p| container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError");
+    let p = s.wait_pod("wants", "CreateContainerConfigError", 60, |p| waiting_reason(p, "c") == "CreateContainerConfigError");
     assert_eq!(container(&p, "c")["state"]["waiting"]["message"], "configmap \"paint\" not found");
     s.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: paint}\ndata: {color: blue}\n");
-    s.wait_pod("wants", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("wants", "running", 60, |p| running(p, "c"));
     s.wait_logs(&["wants"], "color=blue\n", 30);
     let st = s.interrupt();
     assert!(st.success());
@@ -580,8 +560,9 @@ spec:
 
 #[test]
 fn drives_a_remote_cri_endpoint() {
-    let mut s = Standalone::new();
+    // Declared first, dropped last: the run stops its pods through the server.
     let cri = berth_tests::CriServer::start_with_busybox();
+    let mut s = Standalone::new();
     let m = s.write(
         "remote.yaml",
         &format!(
@@ -598,7 +579,7 @@ spec:
     );
     let ep = format!("unix://{}", cri.socket.display());
     s.start(&["--runtime-endpoint", &ep, m.to_str().unwrap()]);
-    let p = s.wait_pod("remote", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    let p = s.wait_pod("remote", "running", 60, |p| running(p, "c"));
     assert!(container(&p, "c")["containerID"].as_str().unwrap().starts_with("berth://"), "{p}");
     // The pod lives in the other runtime's state, not in this root's.
     let ps = cri.root.berth_ok(&["container", "ps", "-a", "-q"]);
@@ -629,7 +610,7 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    s.wait_pod("chatty", "running", 60, |p| container(p, "c")["state"]["running"].is_object() || container(p, "c")["restartCount"].as_i64().unwrap_or(0) > 0);
+    s.wait_pod("chatty", "running", 60, |p| running(p, "c") || container(p, "c")["restartCount"].as_i64().unwrap_or(0) > 0);
     let mut child = s.command().args(["logs", "-f", "chatty"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
     // Read until the second run's lines arrive.
@@ -720,12 +701,12 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    let p = s.wait_pod("webp", "running", 60, |p| container(p, "web")["state"]["running"].is_object());
+    let p = s.wait_pod("webp", "running", 60, |p| running(p, "web"));
     // /ready is missing: 404 keeps the pod unready, and says so.
-    assert_eq!(condition(&p, "Ready"), "False");
+    assert_eq!(condition(&p, "Ready")["status"], "False");
     s.wait_pod("webp", "an Unhealthy event", 30, |_| s.berth_ok(&["describe", "pod", "webp"]).contains("Readiness probe failed: HTTP probe failed with statuscode: 404"));
     s.berth_ok(&["exec", "webp", "--", "touch", "/www/ready"]);
-    let p = s.wait_pod("webp", "ready", 30, |p| condition(p, "Ready") == "True");
+    let p = s.wait_pod("webp", "ready", 30, |p| condition(p, "Ready")["status"] == "True");
     // The tcp liveness probe passes all along.
     assert_eq!(container(&p, "web")["restartCount"], 0);
     assert_eq!(std::fs::read_to_string(host.path().join("marks")).unwrap(), "poststart\n");
@@ -757,11 +738,11 @@ spec:
     let b = s.write("b.yaml", &pod("b"));
     let out = s.berth_ok(&["run", "--detach", "--restart-backoff-base", "0.5", a.to_str().unwrap()]);
     assert!(out.contains("pod/a created") && out.contains("running in the background"), "{out}");
-    s.wait_pod("a", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("a", "running", 60, |p| running(p, "c"));
     // A second `berth run` hands its pods to the running daemon.
     let out = s.berth_ok(&["run", b.to_str().unwrap()]);
     assert!(out.contains("pod/default/b created"), "{out}");
-    s.wait_pod("b", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("b", "running", 60, |p| running(p, "c"));
     let out = s.berth_ok(&["stop"]);
     assert!(out.contains("stopped"), "{out}");
     let logs = std::fs::read_dir(s.root.path().join("logs/pods")).map(|d| d.count()).unwrap_or(0);
@@ -800,7 +781,7 @@ spec:
         ),
     );
     s.start(&["--runtime-endpoint", &cd.endpoint(), m.to_str().unwrap()]);
-    let p = s.wait_pod("viacd", "ready", 90, |p| condition(p, "Ready") == "True");
+    let p = s.wait_pod("viacd", "ready", 90, |p| condition(p, "Ready")["status"] == "True");
     let id = container(&p, "c")["containerID"].as_str().unwrap_or("").to_string();
     assert!(id.starts_with("containerd://"), "{p}");
     assert_eq!(s.berth_ok(&["exec", "viacd", "--", "cat", "/data/order"]), "init\napp\n");
@@ -832,7 +813,7 @@ spec:
         ),
     );
     s.start(&[m.to_str().unwrap()]);
-    s.wait_pod("term", "running", 60, |p| container(p, "c")["state"]["running"].is_object());
+    s.wait_pod("term", "running", 60, |p| running(p, "c"));
 
     // -i: stdin streams in.
     let mut child = s.command().args(["exec", "-i", "term", "--", "sh", "-c", "tr a-z A-Z; exit 6"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();

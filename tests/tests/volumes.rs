@@ -4,7 +4,7 @@
 //! subPath safety, eviction, and what is left on the node afterwards.
 
 use base64::Engine;
-use berth_tests::standalone::Standalone;
+use berth_tests::standalone::{container, running, waiting_reason, Standalone};
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -12,23 +12,6 @@ use std::time::{Duration, Instant};
 
 const IMG: &str = berth_tests::standalone::IMAGE;
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    for key in ["containerStatuses", "initContainerStatuses"] {
-        if let Some(c) = pod["status"][key].as_array().and_then(|l| l.iter().find(|c| c["name"] == name)) {
-            return c;
-        }
-    }
-    &Value::Null
-}
-
-fn running(pod: &Value, name: &str) -> bool {
-    container(pod, name)["state"]["running"].is_object()
-}
-
-fn waiting_reason(pod: &Value, name: &str) -> String {
-    container(pod, name)["state"]["waiting"]["reason"].as_str().unwrap_or("").to_string()
-}
 
 fn uid(pod: &Value) -> String {
     pod["metadata"]["uid"].as_str().unwrap_or("").to_string()
