@@ -28,7 +28,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/berth/target}
 [[ $(id -u) == 0 ]] || { echo "bench-pods: must run as root" >&2; exit 1; }
 
-cargo build -q --release -p berth-kubelet --bin berth --bin berth-shim --bin berth-pause -p berth-tests --bin berth-testimage --manifest-path "$repo/Cargo.toml"
+cargo build -q --release -p berth-kubelet --bin berth --bin berth-shim --bin berth-pause --bin berth-oci -p berth-tests --bin berth-testimage --manifest-path "$repo/Cargo.toml"
 bin="$CARGO_TARGET_DIR/release"
 work=$(mktemp -d /tmp/berth-bench-pods.XXXXXX)
 cg="/berth-bench-pods-$$"

@@ -14,7 +14,8 @@
 #
 # oci: every runtime does the same work per run: create -> start -> wait for exit
 # -> delete, of a busybox /bin/true container, via `<rt> run` (runc, crun and
-# `berth oci run` all delete the container when it exits unless --detach).
+# `berth-oci run` all delete the container when it exits unless --detach).
+# berth-oci is `berth oci` in its own small binary, the one the shim runs.
 # The floor is the same namespaces without any runtime:
 # `unshare --mount --uts --ipc --net --pid --fork chroot ROOTFS /bin/true`.
 # Runs are interleaved (berth, runc, crun, floor, berth, ...) so load from
@@ -23,7 +24,7 @@
 #
 # shim: BENCH_SHIMS (5) long-running containers, each under
 # its own shim, started directly as the daemon's shim::spawn does: the small
-# `berth-shim` (which creates the container with `berth oci create`), or with
+# `berth-shim` (which creates the container with `berth-oci create`), or with
 # BENCH_SHIM=berth the whole berth binary re-executed as `berth shim`; prints
 # the shims' VmRSS, RssAnon and PSS per container next to conmon and
 # containerd-shim-runc-v2.
@@ -103,9 +104,10 @@ for b in "${need[@]}"; do
 done
 
 echo "== building berth (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth --bin berth-shim --bin berth-pause)
+(cd "$repo" && cargo build --release -q -p berth-kubelet --bin berth --bin berth-shim --bin berth-pause --bin berth-oci)
 want cri && (cd "$repo" && cargo build --release -q -p berth-tests --bin cri-bench --bin berth-testimage)
 BERTH=$CARGO_TARGET_DIR/release/berth
+BERTH_OCI=$CARGO_TARGET_DIR/release/berth-oci
 CRI_BENCH=$CARGO_TARGET_DIR/release/cri-bench
 if [[ ${BENCH_SHIM:-berth-shim} == berth ]]; then
   shim_cmd=("$BERTH" shim) shim_name="berth shim"
@@ -179,7 +181,7 @@ cleanup() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
   done
   # Leftovers of an interrupted run.
-  "$BERTH" oci --root "$tmp/root-berth" delete --force "$tag-berth" >/dev/null 2>&1
+  "$BERTH_OCI" --root "$tmp/root-berth" delete --force "$tag-berth" >/dev/null 2>&1
   runc --root "$tmp/root-runc" delete --force "$tag-runc" >/dev/null 2>&1
   if [[ -e $nsdir/mnt ]]; then
     nsenter --mount="$nsdir/mnt" crun --root "$tmp/root-crun" delete --force "$tag-crun" >/dev/null 2>&1
@@ -236,7 +238,7 @@ fi
 if want oci; then
   names=(berth runc crun floor)
   declare -A cmd
-  cmd[berth]="$BERTH oci --root $tmp/root-berth run --bundle $tmp/bundle-berth $tag-berth"
+  cmd[berth]="$BERTH_OCI --root $tmp/root-berth run --bundle $tmp/bundle-berth $tag-berth"
   cmd[runc]="runc --root $tmp/root-runc run --bundle $tmp/bundle-runc $tag-runc"
   cmd[crun]="${crun_ns[*]} crun --root $tmp/root-crun run --bundle $tmp/bundle-crun $tag-crun"
   cmd[floor]="unshare --mount --uts --ipc --net --pid --fork chroot $rootfs /bin/true"
@@ -298,6 +300,8 @@ if want oci; then
   done
   if ((${#crun_ns[@]})); then
     echo "crun row includes the nsenter into its cgroup-v1-only mount namespace (hybrid-cgroup workaround)."
+    crun_alone=$(awk -v a="${med[crun]}" -v b="${med[nsenter]}" 'BEGIN { printf "%.2f", a - b }')
+    echo "crun without that nsenter (median difference): $crun_alone ms, crun/berth $(ratio "$crun_alone" "${med[berth]}")"
   fi
 
 fi

@@ -45,7 +45,7 @@ pub fn exec_sync_main(a: &ExecSyncArgs) -> ! {
     };
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let cfg = ExecutorConfig { root: a.executor_root.clone(), binaries: Default::default(), init: InitCommand::default() };
+    let cfg = ExecutorConfig { root: a.executor_root.clone(), binaries: Default::default(), init: InitCommand::forking() };
     let exec = executor_by_name(&a.handler, &cfg).unwrap_or_else(|e| fail(e.to_string()));
     let state = exec.state(&a.id).unwrap_or_else(|e| fail(e.to_string()));
     let spec = crate::oci::load_spec(&state.bundle).unwrap_or_else(|e| fail(e.to_string()));

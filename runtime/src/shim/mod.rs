@@ -451,8 +451,11 @@ pub fn run(config_path: &Path) -> ! {
     })
 }
 
+/// The built-in OCI runtime's own small binary, installed next to `berth`.
+pub const OCI_BINARY: &str = "berth-oci";
+
 /// The small `berth-shim --config FILE`: creates the container by running
-/// the handler's OCI command line as a child (`<berth> oci` for builtin,
+/// the handler's OCI command line as a child (`berth-oci`, or `<berth> oci`, for builtin,
 /// runc, crun) and monitors it. Links no executor, spec or image code.
 /// Never returns.
 pub fn run_cli(config_path: &Path) -> ! {
@@ -465,7 +468,12 @@ pub fn run_cli(config_path: &Path) -> ! {
                 } else {
                     cfg.berth.clone()
                 };
-                CliExecutor::with_prefix("builtin", berth, ["oci"], cfg.executor_root.join("builtin"))
+                let small = berth.with_file_name(OCI_BINARY);
+                if small.is_file() {
+                    CliExecutor::new("builtin", small, cfg.executor_root.join("builtin"))
+                } else {
+                    CliExecutor::with_prefix("builtin", berth, ["oci"], cfg.executor_root.join("builtin"))
+                }
             }
             other => {
                 let bin = match cfg.binaries.get(other) {
