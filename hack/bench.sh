@@ -492,7 +492,7 @@ STUB
       "$(cmp_ratio "${row[berth,${k%%:*}]}" "${row[containerd,${k%%:*}]}")"
   done
   echo "shims: berth ${row[berth,shims]}; containerd ${row[containerd,shims]}"
-  echo "(berth: a berth-shim per container and a detached \`berth pause\` per pod; containerd: one"
+  echo "(berth: a berth-shim per container and a detached berth-pause per pod; containerd: one"
   echo " containerd-shim-runc-v2 per pod, parent of its pause container (busybox sleep) and containers)"
 
   # Both daemons stop here; nothing of theirs may stay behind.
