@@ -480,3 +480,47 @@ fn a_failed_start_leaves_nothing() {
     // The name is free again.
     fx.mgr.run(&pod, "").unwrap();
 }
+
+/// Argv of a process.
+fn argv(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+#[test]
+fn pause_is_the_small_binary_or_berth_pause_without_it() {
+    let fx = Fx::new();
+    // Next to the built berth: the small berth-pause.
+    let pod = fx.pod("small", NamespaceMode::Pod, NamespaceMode::Container, NamespaceMode::Pod);
+    let id = fx.mgr.run(&pod, "").unwrap();
+    let pid = fx.pause_pid(&id);
+    let a = argv(pid);
+    assert!(a[0].ends_with("/berth-pause"), "{a:?}");
+    assert!(a.iter().any(|x| x == "--cgroup"), "the pause joins its cgroup itself: {a:?}");
+    fx.mgr.remove(&id).unwrap();
+
+    // A berth with nothing beside it: `berth pause`, same namespaces and cgroup.
+    let alone = fx.dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::os::unix::fs::symlink(berth_bin(), alone.join("berth")).unwrap();
+    let mut cfg = Fx::sb_config(fx.dir.path(), &fx.cgroup_parent);
+    cfg.exe = alone.join("berth");
+    let m = Manager::new(cfg).unwrap();
+    let pod = fx.pod("alone", NamespaceMode::Pod, NamespaceMode::Container, NamespaceMode::Pod);
+    let id = m.run(&pod, "").unwrap();
+    let st = m.status(&id).unwrap();
+    let pid = st.record.pid;
+    let a = argv(pid);
+    assert_eq!(a.get(1).map(String::as_str), Some("pause"), "{a:?}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(), "pause");
+    assert_ne!(ns_ino(&pid.to_string(), "net"), ns_ino("self", "net"));
+    let leaf = st.record.pause_cgroup.clone().unwrap_or_else(|| st.record.cgroup_path.clone());
+    for d in cgroup_dirs(&leaf) {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l == pid.to_string()), "pause {pid} not in {}", d.display());
+    }
+    m.remove(&id).unwrap();
+    assert!(!pid_alive(pid, Some(st.record.pid_start)));
+    assert!(cgroup_dirs(&st.record.cgroup_path).is_empty(), "cgroup left");
+    assert!(mounts_under(fx.dir.path()).is_empty());
+}
