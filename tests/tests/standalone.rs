@@ -791,6 +791,9 @@ spec:
     // containerd has no pods left.
     let out = std::process::Command::new("ctr").arg("--address").arg(&cd.socket).args(["-n", "k8s.io", "containers", "ls", "-q"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "containers left: {}", String::from_utf8_lossy(&out.stdout));
+    // No cgroup left in any hierarchy (runc also uses a hybrid host's cgroup2 mount).
+    let left = s.leftover_cgroups();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
     drop(cd);
 }
 

@@ -449,7 +449,13 @@ impl PodCgroups {
             }
         }
         let mut first = None;
-        for d in self.dirs(path) {
+        let mut dirs = self.dirs(path);
+        if let Layout::V1(_) = &self.layout {
+            // runc (through containerd, say) also makes the pod's cgroups in
+            // a hybrid host's cgroup2 mount.
+            dirs.push(Path::new(berth_runtime::linux::process::HYBRID_CGROUP2).join(berth_runtime::linux::cgroups::relative(Path::new(path))));
+        }
+        for d in dirs {
             if let Err(e) = remove_dirs(&d) {
                 first.get_or_insert(e);
             }
