@@ -77,6 +77,9 @@ const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "p
 /// The pod cgroup tree of one node.
 pub struct PodCgroups {
     layout: Layout,
+    /// A hybrid v1 host's cgroup2 mount: runc (under containerd, say) makes
+    /// the pod's cgroups there too, so removal clears them.
+    hybrid: Option<PathBuf>,
     pub driver: CgroupDriver,
     root: Name,
     node: Node,
@@ -98,13 +101,19 @@ impl PodCgroups {
     /// The tree under `root` (kubelet's `cgroupRoot`) on this host.
     pub fn host(node: &Node, root: &str) -> anyhow::Result<PodCgroups> {
         let layout = Layout::host().map_err(|e| anyhow::anyhow!("finding the cgroup hierarchies: {e}"))?;
-        Ok(Self::new(node, root, layout))
+        let mut cg = Self::new(node, root, layout);
+        use berth_runtime::linux::process::{hybrid_cgroup2_mounted, HYBRID_CGROUP2};
+        if matches!(cg.layout, Layout::V1(_)) && hybrid_cgroup2_mounted() {
+            cg.hybrid = Some(PathBuf::from(HYBRID_CGROUP2));
+        }
+        Ok(cg)
     }
 
     pub fn new(node: &Node, root: &str, layout: Layout) -> PodCgroups {
         let cfg = &node.cfg;
         PodCgroups {
             layout,
+            hybrid: None,
             driver: cfg.cgroup_driver,
             root: parse_root(root, cfg.cgroup_driver),
             period: cfg.cfs_period().unwrap_or(100_000),
@@ -450,10 +459,8 @@ impl PodCgroups {
         }
         let mut first = None;
         let mut dirs = self.dirs(path);
-        if let Layout::V1(_) = &self.layout {
-            // runc (through containerd, say) also makes the pod's cgroups in
-            // a hybrid host's cgroup2 mount.
-            dirs.push(Path::new(berth_runtime::linux::process::HYBRID_CGROUP2).join(berth_runtime::linux::cgroups::relative(Path::new(path))));
+        if let Some(h) = &self.hybrid {
+            dirs.push(h.join(berth_runtime::linux::cgroups::relative(Path::new(path))));
         }
         for d in dirs {
             if let Err(e) = remove_dirs(&d) {

@@ -45,16 +45,19 @@ pub fn remap_fds(fds: &[(RawFd, RawFd)], tmp: &mut [RawFd]) -> std::io::Result<(
     Ok(())
 }
 
-/// Closes every fd from `from` up.
+/// Closes every fd from `from` up (close_range, or each fd listed in
+/// /proc/self/fd on kernels before 5.9).
 pub fn close_from(from: RawFd) {
     // SAFETY: close_range only closes fds; the caller owns all of them.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
-    if r != 0 {
-        let max = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as RawFd + 64).unwrap_or(1024).max(1024);
-        for fd in from..max {
-            // SAFETY: closing fds this process owns.
-            unsafe { libc::close(fd) };
-        }
+    if unsafe { libc::syscall(libc::SYS_close_range, from as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) } == 0 {
+        return;
+    }
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&fd| fd >= from).collect())
+        .unwrap_or_default();
+    for fd in fds {
+        // SAFETY: closing fds this process owns (the dir iterator's is gone).
+        unsafe { libc::close(fd) };
     }
 }
 

@@ -79,31 +79,6 @@ impl PauseArgs {
         a
     }
 
-    /// Parses what [`PauseArgs::to_args`] writes, without clap (for the
-    /// small `berth-pause` binary).
-    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
-        let mut a = PauseArgs::default();
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-            match flag.to_str() {
-                Some("--net") => a.net = true,
-                Some("--ipc") => a.ipc = true,
-                Some("--uts") => a.uts = true,
-                Some("--pid") => a.pid = true,
-                Some("--netns") => a.netns = Some(value("--netns")?.into()),
-                Some("--hostname") => a.hostname = Some(value("--hostname")?.to_string_lossy().into_owned()),
-                Some("--sysctl") => a.sysctls.push(value("--sysctl")?.to_string_lossy().into_owned()),
-                Some("--cgroup") => a.cgroup = Some(value("--cgroup")?.into()),
-                _ => return Err(format!("unexpected argument {flag:?}")),
-            }
-        }
-        if a.net && a.netns.is_some() {
-            return Err("--net and --netns exclude each other".into());
-        }
-        Ok(a)
-    }
-
     fn clone_flags(&self) -> CloneFlags {
         let mut f = CloneFlags::empty();
         for (on, flag) in [
@@ -338,9 +313,6 @@ mod tests {
         let mut argv = vec![OsString::from("pause")];
         argv.extend(a.to_args());
         assert_eq!(P::parse_from(argv).a, a);
-        assert_eq!(PauseArgs::parse(a.to_args()).unwrap(), a);
-        assert!(PauseArgs::parse([OsString::from("--bogus")]).is_err());
-        assert!(PauseArgs::parse([OsString::from("--netns")]).is_err());
         assert_eq!(PauseArgs::default().to_args(), Vec::<OsString>::new());
     }
 
