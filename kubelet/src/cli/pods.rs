@@ -194,7 +194,7 @@ async fn get_nodes(cfg: &Config, fmt: Option<OutputFormat>) -> anyhow::Result<Ex
             status.extend(conds.iter().filter(|c| c.type_ != "Ready" && c.status == "True").map(|c| c.type_.clone()));
             let version = node.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone()).unwrap_or_default();
             let w = name.len().max(4) + 3;
-            println!("{:<w$}{:<10}{:<10}{}", "NAME", "STATUS", "ROLES", "VERSION");
+            println!("{:<w$}{:<10}{:<10}VERSION", "NAME", "STATUS", "ROLES");
             println!("{:<w$}{:<10}{:<10}{}", name, status.join(","), "<none>", version);
         }
     }

@@ -345,10 +345,7 @@ pub async fn run(cfg: Config, args: RunArgs, exe: PathBuf, config_path: PathBuf)
     for p in req.pods.clone() {
         mgr.apply(p).await;
     }
-    let watcher = match &args.manifest_dir {
-        Some(dir) => Some(tokio::spawn(watch_dir(dir.clone(), mgr.clone(), objects.clone()))),
-        None => None,
-    };
+    let watcher = args.manifest_dir.as_ref().map(|dir| tokio::spawn(watch_dir(dir.clone(), mgr.clone(), objects.clone())));
     // Adopt what runs for these pods; remove what belongs to pods no longer configured.
     if args.manifest_dir.is_none() {
         if let Err(e) = mgr.remove_orphans().await {

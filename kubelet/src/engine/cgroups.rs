@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(read(r.join("berth/kubepods/cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids");
         // kubepods: 1 CPU left (shares 1024 → weight 39), memory minus reserved, the pod cpuset.
         assert_eq!(read(r.join("berth/kubepods/cpu.weight")), "39");
-        assert_eq!(read(r.join("berth/kubepods/memory.max")), ((3i64 << 30)).to_string());
+        assert_eq!(read(r.join("berth/kubepods/memory.max")), (3i64 << 30).to_string());
         assert_eq!(read(r.join("berth/kubepods/pids.max")), "32768");
         assert_eq!(read(r.join("berth/kubepods/cpuset.cpus")), "1");
         assert_eq!(read(r.join("berth/kubepods/besteffort/cpu.weight")), "1");

@@ -3,6 +3,7 @@
 //! under, so they can be tested against a fake tree.
 
 pub mod stats;
+mod tree;
 pub mod v1;
 pub mod v2;
 
@@ -95,30 +96,27 @@ pub(crate) fn mkdir_all(path: &Path) -> CgroupResult<()> {
     std::fs::create_dir_all(path).map_err(|source| CgroupError::Io { op: "mkdir", path: path.into(), source })
 }
 
-pub(crate) fn read_pids(path: &Path) -> CgroupResult<Vec<i32>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CgroupError::Io { op: "read", path: path.into(), source }),
-    }
-}
-
-/// Removes a cgroup directory, retrying while the kernel still sees
-/// exiting tasks (EBUSY; there is no fd to block on for that on v1). The
-/// pause starts at 100 µs and doubles up to 20 ms, for about 1 s in all.
-/// Missing directories are fine.
-pub(crate) fn remove_dir(path: &Path) -> CgroupResult<()> {
+/// Removes a cgroup directory with `remove`, retrying while the kernel
+/// still sees exiting tasks (EBUSY; there is no fd to block on for that on
+/// v1). The pause starts at 100 µs and doubles up to 20 ms, for about 1 s
+/// in all. Missing directories are fine.
+pub(crate) fn retry_busy(dir: &Path, mut remove: impl FnMut() -> cgroups_rs::fs::error::Result<()>) -> CgroupResult<()> {
     let mut pause = std::time::Duration::from_micros(100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        match std::fs::remove_dir(path) {
+        let err = match remove() {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+            Err(e) => tree::error("rmdir", dir.into(), e),
+        };
+        match &err {
+            CgroupError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            CgroupError::Io { source, .. }
+                if source.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(20));
             }
-            Err(source) => return Err(CgroupError::Io { op: "rmdir", path: path.into(), source }),
+            _ => return Err(err),
         }
     }
 }
