@@ -12,7 +12,11 @@ use super::node::{format_cpuset, CgroupDriver, Node};
 use super::qos::{self, QosClass};
 use super::spec;
 use berth_runtime::linux::cgroups::stats::Layout;
-use berth_runtime::linux::cgroups::v2::shares_to_weight;
+use berth_runtime::linux::cgroups::v1::V1Manager;
+use berth_runtime::linux::cgroups::v2::V2Manager;
+use berth_runtime::linux::cgroups::CgroupManager;
+use oci_spec::runtime::LinuxResources;
+use serde_json::json;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -70,9 +74,6 @@ pub fn to_path(name: &[String], driver: CgroupDriver) -> String {
         }
     }
 }
-
-/// Controllers kubelet manages on cgroup v2.
-const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "pids"];
 
 /// The pod cgroup tree of one node.
 pub struct PodCgroups {
@@ -184,121 +185,57 @@ impl PodCgroups {
         }
     }
 
-    /// Creates a cgroup and its ancestors in every hierarchy (cpusets
-    /// filled from the parent on v1, controllers enabled on v2).
-    fn create(&self, path: &str) -> anyhow::Result<()> {
-        let rel = berth_runtime::linux::cgroups::relative(Path::new(path));
+    /// The runtime's manager (cgroups-rs) of the cgroup at `path`.
+    fn manager(&self, path: &str) -> Box<dyn CgroupManager> {
         match &self.layout {
-            Layout::V1(hs) => {
-                for h in hs {
-                    let mut dir = h.mountpoint.clone();
-                    for comp in rel.components() {
-                        let parent = dir.clone();
-                        dir.push(comp);
-                        if !dir.exists() {
-                            std::fs::create_dir(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }).map_err(|e| io_err("mkdir", &dir, e))?;
-                        }
-                        if h.controllers.iter().any(|c| c == "cpuset") {
-                            for f in ["cpuset.cpus", "cpuset.mems"] {
-                                let cur = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-                                if cur.trim().is_empty() {
-                                    let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
-                                    std::fs::write(dir.join(f), v.trim()).map_err(|e| io_err("write", &dir.join(f), e))?;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            Layout::V1(hs) => Box::new(V1Manager::new(hs.clone(), Path::new(path))),
+            Layout::V2(root) => Box::new(V2Manager::new(root.clone(), Path::new(path))),
+        }
+    }
+
+    /// Creates a cgroup and its ancestors in every hierarchy (cpusets
+    /// filled from the parent on v1; on v2 controllers enabled down to the
+    /// containers' cgroups below it).
+    fn create(&self, path: &str) -> anyhow::Result<()> {
+        match &self.layout {
+            Layout::V1(_) => self.manager(path).create()?,
             Layout::V2(root) => {
-                let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-                let enable: Vec<String> = available.split_whitespace().filter(|c| V2_CONTROLLERS.contains(c)).map(|c| format!("+{c}")).collect();
-                let mut dir = root.clone();
-                for comp in rel.components() {
-                    if !enable.is_empty() {
-                        let f = dir.join("cgroup.subtree_control");
-                        let cur = std::fs::read_to_string(&f).unwrap_or_default();
-                        let missing: Vec<&String> = enable.iter().filter(|c| !cur.split_whitespace().any(|x| x == &c[1..] || x == c.as_str())).collect();
-                        if !missing.is_empty() {
-                            let v = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-                            std::fs::write(&f, v).map_err(|e| io_err("write", &f, e))?;
-                        }
-                    }
-                    dir.push(comp);
-                    if !dir.exists() {
-                        std::fs::create_dir(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }).map_err(|e| io_err("mkdir", &dir, e))?;
-                    }
-                }
-                // Containers beneath get the controllers too.
-                if !enable.is_empty() {
-                    let f = dir.join("cgroup.subtree_control");
-                    let cur = std::fs::read_to_string(&f).unwrap_or_default();
-                    if enable.iter().any(|c| !cur.split_whitespace().any(|x| x == &c[1..] || x == c.as_str())) {
-                        std::fs::write(&f, enable.join(" ")).map_err(|e| io_err("write", &f, e))?;
-                    }
-                }
+                let m = V2Manager::new(root.clone(), Path::new(path));
+                m.create()?;
+                m.delegate()?;
             }
         }
         Ok(())
     }
 
-    fn write(&self, controller: &str, path: &str, file: &str, value: &str) -> anyhow::Result<()> {
-        let Some(dir) = self.dir(controller, path) else { return Ok(()) };
-        let f = dir.join(file);
-        std::fs::write(&f, value).map_err(|e| io_err("write", &f, e))
-    }
-
-    /// Writes limits into a cgroup. Memory goes first when it grows and last
-    /// when it shrinks is the caller's business; a failed write is reported.
+    /// Writes limits into a cgroup, one value at a time: a value the kernel
+    /// refuses is reported and does not keep the others out. Memory goes
+    /// first when it grows and last when it shrinks is the caller's business.
     pub fn apply(&self, path: &str, v: &Values) -> anyhow::Result<()> {
+        let mgr = self.manager(path);
         let mut errors = Vec::new();
-        let mut note = |r: anyhow::Result<()>| {
-            if let Err(e) = r {
-                errors.push(format!("{e:#}"));
+        let mut set = |res: serde_json::Value| {
+            let res: LinuxResources = serde_json::from_value(res).expect("resources from fixed fields");
+            if let Err(e) = mgr.set(&res) {
+                errors.push(e.to_string());
             }
         };
-        match &self.layout {
-            Layout::V1(_) => {
-                if let Some(s) = v.cpu_shares {
-                    note(self.write("cpu", path, "cpu.shares", &s.to_string()));
-                }
-                if let Some(p) = v.cpu_period {
-                    note(self.write("cpu", path, "cpu.cfs_period_us", &p.to_string()));
-                }
-                if let Some(q) = v.cpu_quota {
-                    note(self.write("cpu", path, "cpu.cfs_quota_us", &q.to_string()));
-                }
-                if let Some(m) = v.memory {
-                    note(self.write("memory", path, "memory.limit_in_bytes", &m.to_string()));
-                }
-                if let Some(p) = v.pids {
-                    note(self.write("pids", path, "pids.max", &if p > 0 { p.to_string() } else { "max".into() }));
-                }
-                if let Some(c) = &v.cpuset {
-                    note(self.write("cpuset", path, "cpuset.cpus", c));
-                }
-            }
-            Layout::V2(_) => {
-                if let Some(s) = v.cpu_shares {
-                    note(self.write("cpu", path, "cpu.weight", &shares_to_weight(s as u64).to_string()));
-                }
-                if v.cpu_quota.is_some() || v.cpu_period.is_some() {
-                    let q = match v.cpu_quota {
-                        Some(q) if q > 0 => q.to_string(),
-                        _ => "max".into(),
-                    };
-                    note(self.write("cpu", path, "cpu.max", &format!("{q} {}", v.cpu_period.unwrap_or(self.period))));
-                }
-                if let Some(m) = v.memory {
-                    note(self.write("memory", path, "memory.max", &if m > 0 { m.to_string() } else { "max".into() }));
-                }
-                if let Some(p) = v.pids {
-                    note(self.write("pids", path, "pids.max", &if p > 0 { p.to_string() } else { "max".into() }));
-                }
-                if let Some(c) = &v.cpuset {
-                    note(self.write("cpuset", path, "cpuset.cpus", c));
-                }
-            }
+        if let Some(s) = v.cpu_shares {
+            set(json!({"cpu": {"shares": s}}));
+        }
+        if v.cpu_quota.is_some() || v.cpu_period.is_some() {
+            // v2 writes both in cpu.max: the period defaults to the node's.
+            let period = v.cpu_period.or(self.is_v2().then_some(self.period));
+            set(json!({"cpu": {"quota": v.cpu_quota, "period": period}}));
+        }
+        if let Some(m) = v.memory {
+            set(json!({"memory": {"limit": if m > 0 { m } else { -1 }}}));
+        }
+        if let Some(p) = v.pids {
+            set(json!({"pids": {"limit": p}}));
+        }
+        if let Some(c) = &v.cpuset {
+            set(json!({"cpu": {"cpus": c}}));
         }
         if errors.is_empty() {
             Ok(())
@@ -567,6 +504,7 @@ mod tests {
     use super::super::qos::NANO;
     use super::*;
     use berth_runtime::linux::cgroups::v1::Hierarchy;
+    use berth_runtime::linux::cgroups::v2::shares_to_weight;
 
     fn node(cfg: NodeConfig) -> Node {
         let mut capacity = qos::List::new();
@@ -633,8 +571,8 @@ mod tests {
         let cfg = NodeConfig { system_reserved: [("memory".to_string(), "1Gi".to_string())].into(), reserved_system_cpus: "0".into(), pod_pids_limit: 64, ..Default::default() };
         let cg = PodCgroups::new(&node(cfg), "/berth", Layout::V2(r.to_path_buf()));
         cg.ensure_qos().unwrap();
-        assert_eq!(read(r.join("cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids");
-        assert_eq!(read(r.join("berth/kubepods/cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids");
+        assert_eq!(read(r.join("cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc");
+        assert_eq!(read(r.join("berth/kubepods/cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc");
         // kubepods: 1 CPU left (shares 1024 → weight 39), memory minus reserved, the pod cpuset.
         assert_eq!(read(r.join("berth/kubepods/cpu.weight")), "39");
         assert_eq!(read(r.join("berth/kubepods/memory.max")), (3i64 << 30).to_string());
@@ -642,6 +580,9 @@ mod tests {
         assert_eq!(read(r.join("berth/kubepods/cpuset.cpus")), "1");
         assert_eq!(read(r.join("berth/kubepods/besteffort/cpu.weight")), "1");
         let g = pod(GUARANTEED);
+        // The kernel fills cpu.max of a new cgroup; cgroups-rs reads it back.
+        std::fs::create_dir_all(r.join("berth/kubepods/pod1111-22")).unwrap();
+        std::fs::write(r.join("berth/kubepods/pod1111-22/cpu.max"), "max 100000\n").unwrap();
         let path = cg.ensure_pod(&g).unwrap();
         assert_eq!(path, "/berth/kubepods/pod1111-22");
         let d = r.join("berth/kubepods/pod1111-22");
@@ -649,7 +590,7 @@ mod tests {
         assert_eq!(read(d.join("memory.max")), (64 << 20).to_string());
         assert_eq!(read(d.join("pids.max")), "64");
         assert_eq!(read(d.join("cpu.weight")), shares_to_weight(512).to_string());
-        assert_eq!(read(d.join("cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids", "containers get controllers");
+        assert_eq!(read(d.join("cgroup.subtree_control")), "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc", "containers get controllers");
         let b = pod(BURSTABLE);
         cg.ensure_pod(&b).unwrap();
         assert_eq!(read(r.join("berth/kubepods/burstable/pod3333-44/memory.max")), (64 << 20).to_string());
@@ -678,6 +619,13 @@ mod tests {
         let hs = vec![mk("cpu"), mk("memory"), mk("pids"), mk("cpuset"), mk("freezer")];
         std::fs::write(r.join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
         std::fs::write(r.join("cpuset/cpuset.mems"), "0\n").unwrap();
+        // The kernel makes new cpuset cgroups with empty cpus and mems.
+        for d in ["t", "t/kubepods", "t/kubepods/burstable", "t/kubepods/besteffort", "t/kubepods/burstable/pod3333-44"] {
+            let d = r.join("cpuset").join(d);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cpuset.cpus"), "").unwrap();
+            std::fs::write(d.join("cpuset.mems"), "").unwrap();
+        }
         let cg = PodCgroups::new(&node(NodeConfig::default()), "/t", Layout::V1(hs));
         let path = cg.ensure_pod(&pod(BURSTABLE)).unwrap();
         assert_eq!(path, "/t/kubepods/burstable/pod3333-44");

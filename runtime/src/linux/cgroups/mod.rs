@@ -39,7 +39,8 @@ pub trait CgroupManager: Send + Sync {
     fn join_self(&self) -> CgroupResult<()> {
         self.add_pid(0)
     }
-    /// Applies resource limits.
+    /// Applies resource limits; device rules only when `res` lists some
+    /// (a cgroup with children, such as a pod's, refuses them on v1).
     fn set(&self, res: &LinuxResources) -> CgroupResult<()>;
     /// Pids in the cgroup.
     fn pids(&self) -> CgroupResult<Vec<i32>>;

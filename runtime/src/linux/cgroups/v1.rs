@@ -226,7 +226,10 @@ impl CgroupManager for V1Manager {
                 bc.set_weight(w.into()).map_err(write_err(bc, "blkio.weight"))?;
             }
         }
-        self.set_devices(res.devices().as_deref().unwrap_or_default())
+        match res.devices() {
+            Some(devices) => self.set_devices(devices),
+            None => Ok(()),
+        }
     }
 
     fn pids(&self) -> CgroupResult<Vec<i32>> {

@@ -91,21 +91,37 @@ impl V2Manager {
     /// Enables every available controller in `cgroup.subtree_control` of
     /// the root and each ancestor of the container cgroup.
     fn enable_controllers(&self) -> CgroupResult<()> {
-        let available = read_file(&self.root.join("cgroup.controllers"))?;
-        let wanted: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
-        if wanted.is_empty() {
+        let line = self.controllers_line()?;
+        if line.is_empty() {
             return Ok(());
         }
         let mut dir = self.root.clone();
         let comps: Vec<_> = self.path.components().collect();
         for (i, comp) in comps.iter().enumerate() {
-            write_file(&dir.join("cgroup.subtree_control"), &wanted.join(" "))?;
+            write_file(&dir.join("cgroup.subtree_control"), &line)?;
             dir.push(comp);
             if i + 1 < comps.len() {
                 mkdir_all(&dir)?;
             }
         }
         Ok(())
+    }
+
+    /// Enables the controllers for the cgroups below this one too (a pod's
+    /// cgroup, whose containers another runtime may create).
+    pub fn delegate(&self) -> CgroupResult<()> {
+        let line = self.controllers_line()?;
+        if line.is_empty() {
+            return Ok(());
+        }
+        write_file(&self.dir().join("cgroup.subtree_control"), &line)
+    }
+
+    /// `+name` for every controller the root offers, as one
+    /// `cgroup.subtree_control` line.
+    fn controllers_line(&self) -> CgroupResult<String> {
+        let available = read_file(&self.root.join("cgroup.controllers"))?;
+        Ok(available.split_whitespace().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" "))
     }
 }
 
