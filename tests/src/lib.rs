@@ -489,3 +489,24 @@ pub async fn run_pod_with_container(
     rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.expect("StartContainer");
     (sid, cid)
 }
+
+/// Detaches a mount the test made when dropped.
+pub struct MountGuard(pub PathBuf);
+
+impl MountGuard {
+    /// Bind-mounts `dir` onto itself with the propagation `flag` (MS_SHARED,
+    /// MS_PRIVATE, ...), so the test controls how its mount propagates.
+    pub fn bind_self(dir: &Path, flag: nix::mount::MsFlags) -> MountGuard {
+        std::fs::create_dir_all(dir).expect("create mount point");
+        nix::mount::mount(Some(dir), dir, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).expect("bind mount");
+        let guard = MountGuard(dir.to_path_buf());
+        nix::mount::mount(None::<&str>, dir, None::<&str>, flag, None::<&str>).expect("set propagation");
+        guard
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -284,14 +284,17 @@ impl Standalone {
         out
     }
 
-    /// Mounts under this test's root.
+    /// Mounts under this test's root; while `berth run` runs, not the pods
+    /// root itself (rshared for the daemon's lifetime, as kubelet's root).
     pub fn leftover_mounts(&self) -> Vec<String> {
         let root = self.root.path().display().to_string();
+        let pods_root = self.root.path().join("pods").display().to_string();
+        let running = self.child.is_some();
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
+            .filter(|m| m.starts_with(&root) && !(running && *m == pods_root))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! The CRI server through its unix socket with a tonic client: version,
 //! status, and the ImageService RPCs, with their error codes.
 
-use berth_tests::{block_on, image_spec, builder, require_root, CriServer, Registry};
+use berth_tests::{block_on, image_spec, builder, require_root, CriServer, MountGuard, Registry};
 use cri_proto::v1 as cri;
 use cri_proto::v1::image_service_client::ImageServiceClient;
 use cri_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -153,6 +153,23 @@ fn pod_lifecycle() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        // HostToContainer from a private host mount cannot propagate.
+        let private = MountGuard::bind_self(&logs.path().join("private"), nix::mount::MsFlags::MS_PRIVATE);
+        let mut prop = ctr.clone();
+        prop.metadata.as_mut().unwrap().name = "prop".into();
+        prop.mounts = vec![cri::Mount {
+            container_path: "/p".into(),
+            host_path: private.0.display().to_string(),
+            propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+            ..Default::default()
+        }];
+        let e = rt
+            .create_container(cri::CreateContainerRequest { pod_sandbox_id: sid.clone(), config: Some(prop), sandbox_config: Some(pod.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("is not a shared or slave mount"), "{e:?}");
+        drop(private);
         let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
         assert_eq!(st.state, cri::ContainerState::ContainerCreated as i32);
         rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();

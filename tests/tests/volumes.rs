@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use berth_tests::standalone::{container, running, waiting_reason, Standalone};
+use berth_tests::MountGuard;
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -500,12 +501,57 @@ spec:
 }
 
 /// Unmounts a test mount on drop.
-struct TestMount(PathBuf);
-
-impl Drop for TestMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
+#[test]
+fn pod_volumes_take_host_mounts_like_kubelets_shared_root() {
+    let mut s = Standalone::new();
+    let m = s.write(
+        "prop.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: prop}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMG}
+    command: ["sleep", "1000"]
+    volumeMounts: [{{name: e, mountPath: /e, mountPropagation: HostToContainer}}]
+  volumes: [{{name: e, emptyDir: {{}}}}]
+"#
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    let p = s.wait_pod("prop", "running", 60, |p| running(p, "c"));
+    // The pods root is an rshared mount of its own, as kubelet's root is.
+    let root = s.root.path().join("pods");
+    let line = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(root.to_str().unwrap()))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{} is not a mount point", root.display()));
+    assert!(line.split(" - ").next().unwrap().contains(" shared:"), "{line}");
+    // A mount made on the node inside the emptyDir shows up in the pod.
+    let dir = pod_dir(&s, &uid(&p)).join("volumes/kubernetes.io~empty-dir/e/late");
+    std::fs::create_dir_all(&dir).unwrap();
+    nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+    let late = MountGuard(dir.clone());
+    std::fs::write(dir.join("f"), "from the node").unwrap();
+    wait_until(&s, "the node's mount in the pod", 30, || sh_status(&s, "prop", "c", "cat /e/late/f").1 == "from the node");
+    drop(late);
+    // A restart after kill -9 keeps the one mount; the last run takes it down.
+    s.kill9();
+    s.start(&[m.to_str().unwrap()]);
+    s.wait_pod("prop", "running", 60, |p| running(p, "c"));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let roots = info.lines().filter(|l| l.split(' ').nth(4) == root.to_str()).count();
+    assert_eq!(roots, 1, "{info}");
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
 }
 
 #[test]
@@ -518,9 +564,9 @@ fn host_path_types_are_checked_before_the_pod_starts() {
     std::fs::write(h.join("file"), "host file").unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(h.join("sock")).unwrap();
     // Propagation needs a shared mount on the host side (kubelet's root is one).
-    nix::mount::mount(Some(&h.join("prop")), &h.join("prop"), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
-    let _shared = TestMount(h.join("prop"));
-    nix::mount::mount(None::<&str>, &h.join("prop"), None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    let _shared = MountGuard::bind_self(&h.join("prop"), nix::mount::MsFlags::MS_SHARED);
+    // ... and a private one refuses HostToContainer with containerd's words.
+    let _private = MountGuard::bind_self(&h.join("priv"), nix::mount::MsFlags::MS_PRIVATE);
     let hp = |p: &str| h.join(p).display().to_string();
     let m = s.write(
         "hp.yaml",
@@ -558,6 +604,13 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: private}}
+spec:
+  containers: [{{name: c, image: {IMG}, command: ["sleep", "1000"], volumeMounts: [{{name: v, mountPath: /v, mountPropagation: HostToContainer}}]}}]
+  volumes: [{{name: v, hostPath: {{path: {private}, type: Directory}}}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: notdir}}
 spec:
   containers: [{{name: c, image: {IMG}, command: ["sleep", "1000"], volumeMounts: [{{name: v, mountPath: /v}}]}}]
@@ -583,6 +636,7 @@ spec:
             nf = hp("newfile"),
             sock = hp("sock"),
             prop = hp("prop"),
+            private = hp("priv"),
             missing = hp("missing"),
         ),
     );
@@ -601,11 +655,15 @@ spec:
     // a private mount of the same directory does not get it.
     std::fs::create_dir_all(h.join("prop/m")).unwrap();
     nix::mount::mount(Some("tmpfs"), &h.join("prop/m"), Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
-    let _m = TestMount(h.join("prop/m"));
+    let _m = MountGuard(h.join("prop/m"));
     std::fs::write(h.join("prop/m/late"), "late").unwrap();
     wait_until(&s, "the host mount in the pod", 30, || sh_status(&s, "ok", "c", "cat /prop/m/late").1 == "late");
     assert_ne!(sh_status(&s, "ok", "c", "cat /private/m/late").0, 0);
     drop(_m);
+    let p = s.wait_pod("private", "CreateContainerError", 60, |p| waiting_reason(p, "c") == "CreateContainerError");
+    let msg = container(&p, "c")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    let want = format!("path {:?} is mounted on {:?} but it is not a shared or slave mount", hp("priv"), hp("priv"));
+    assert!(msg.contains(&want), "{msg}");
 
     for (pod, msg) in [
         ("notdir", format!("hostPath type check failed: {} is not a directory", hp("file"))),

@@ -135,6 +135,9 @@ impl PodManager {
 
     pub fn with_issuer(cri: Cri, cfg: EngineConfig, objects: objects::Objects, tokens: Arc<dyn tokens::TokenIssuer>) -> Arc<PodManager> {
         let events = events::Recorder::new(&cfg.node_name);
+        if let Err(e) = volumes::shared_root::make_rshared(&cfg.pods_root) {
+            tracing::warn!("mount propagation into pod volumes is off: {e:#}");
+        }
         let machine = node::Machine::detect(&cfg.node, &cfg.pods_root);
         let node = node::Node::new(&cfg.node_name, cfg.node.clone(), machine);
         let cgroups = if cfg.node.cgroups_per_qos {
@@ -306,13 +309,14 @@ impl PodManager {
     }
 
     /// Terminates every pod gracefully and removes them, then the kubepods
-    /// cgroup tree.
+    /// cgroup tree and the pods root's mount.
     pub async fn shutdown(&self, grace: Option<i64>) {
         let uids = self.uids();
         futures::future::join_all(uids.iter().map(|u| self.terminate_uid(u, grace))).await;
         if let Some(cg) = &self.shared.cgroups {
             cg.cleanup();
         }
+        volumes::shared_root::undo(&self.shared.cfg.pods_root);
     }
 
     /// Stops and removes sandboxes of pods this engine does not run (left

@@ -21,6 +21,8 @@ pub fn container(e: ContainerError) -> Status {
     let code = match &e {
         ContainerError::NotFound(_) | ContainerError::ImageNotFound(_) => Code::NotFound,
         ContainerError::NameInUse { .. } => Code::AlreadyExists,
+        // The request is fine; the host's mount is not ready for it.
+        ContainerError::Spec { source: crate::spec::SpecError::MountPropagation { .. }, .. } => Code::FailedPrecondition,
         ContainerError::Invalid { .. } | ContainerError::Spec { .. } => Code::InvalidArgument,
         ContainerError::BadState { .. } => Code::FailedPrecondition,
         ContainerError::Image(i) => return image_ref(i),

@@ -31,7 +31,7 @@ pub use caps::{
     all_capabilities, host_bounding_set, parse_cap_mask, parse_capability, DEFAULT_CAPABILITIES,
 };
 pub use mounts::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use reader::{DeviceNode, HostFs, HostReader};
+pub use reader::{mount_in, unescape_mountinfo, DeviceNode, HostFs, HostMount, HostReader, Propagation};
 pub use resources::{cgroups_path, cpu_shares_to_weight, memory_swap_to_v2};
 pub(crate) use resources::build_resources;
 pub use seccomp::default_profile;
@@ -78,6 +78,14 @@ pub enum SpecError {
     MountSourceMissing {
         container_path: String,
         host_path: PathBuf,
+    },
+    /// containerd's words for a propagating mount whose host side cannot.
+    #[error("mount {container_path}: path {host_path:?} is mounted on {mount_point:?} but it is not a {want} mount")]
+    MountPropagation {
+        container_path: String,
+        host_path: PathBuf,
+        mount_point: PathBuf,
+        want: &'static str,
     },
     #[error("device {host_path}: {reason}")]
     Device { host_path: PathBuf, reason: String },
@@ -352,6 +360,8 @@ pub(crate) mod testutil {
         pub files: HashMap<PathBuf, Vec<u8>>,
         pub existing: HashSet<PathBuf>,
         pub devices: Vec<DeviceNode>,
+        /// Host mounts by mount point; paths outside them are on a shared `/`.
+        pub mounts: Vec<HostMount>,
     }
 
     impl FakeReader {
@@ -384,6 +394,11 @@ pub(crate) mod testutil {
         }
         fn host_devices(&self) -> io::Result<Vec<DeviceNode>> {
             Ok(self.devices.clone())
+        }
+        fn mount_of(&self, path: &Path) -> io::Result<HostMount> {
+            let root = HostMount { mount_point: "/".into(), propagation: Propagation::Shared };
+            let best = self.mounts.iter().filter(|m| path.starts_with(&m.mount_point)).max_by_key(|m| m.mount_point.as_os_str().len());
+            Ok(best.cloned().unwrap_or(root))
         }
     }
 

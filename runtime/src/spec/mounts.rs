@@ -3,10 +3,10 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use cri_proto::v1::{ContainerConfig, LinuxContainerSecurityContext, MountPropagation};
+use cri_proto::v1::{ContainerConfig, LinuxContainerSecurityContext, Mount as CriMount, MountPropagation};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, Mount};
 
-use super::{HostReader, SpecContext, SpecError};
+use super::{HostReader, Propagation, SpecContext, SpecError};
 
 /// containerd's masked paths.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
@@ -197,10 +197,12 @@ pub(crate) fn build_mounts(
         let prop = match MountPropagation::try_from(m.propagation) {
             Ok(MountPropagation::PropagationPrivate) => "rprivate",
             Ok(MountPropagation::PropagationHostToContainer) => {
+                ensure_propagates(reader, m, &host, &[Propagation::Shared, Propagation::Slave])?;
                 propagation = Some(propagation.filter(|p| *p == "rshared").unwrap_or("rslave"));
                 "rslave"
             }
             Ok(MountPropagation::PropagationBidirectional) => {
+                ensure_propagates(reader, m, &host, &[Propagation::Shared])?;
                 propagation = Some("rshared");
                 "rshared"
             }
@@ -252,6 +254,22 @@ pub(crate) fn build_mounts(
     Ok(Mounts {
         mounts,
         rootfs_propagation: propagation.map(str::to_string),
+    })
+}
+
+/// A propagating mount needs its host side on a mount of one of `kinds`
+/// (containerd's ensureShared / ensureSharedOrSlave): else mounts would
+/// silently not propagate.
+fn ensure_propagates(reader: &dyn HostReader, m: &CriMount, host: &Path, kinds: &[Propagation]) -> Result<(), SpecError> {
+    let hm = reader.mount_of(host).map_err(|source| SpecError::Read { path: host.into(), source })?;
+    if kinds.contains(&hm.propagation) {
+        return Ok(());
+    }
+    Err(SpecError::MountPropagation {
+        container_path: m.container_path.clone(),
+        host_path: host.into(),
+        mount_point: hm.mount_point,
+        want: if kinds.contains(&Propagation::Slave) { "shared or slave" } else { "shared" },
     })
 }
 
@@ -557,6 +575,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.rootfs_propagation.as_deref(), Some("rshared"));
+    }
+
+    #[test]
+    fn propagation_needs_a_propagating_host_mount() {
+        use crate::spec::{HostMount, Propagation};
+        let mut r = FakeReader::default().with_path("/priv/d").with_path("/slave/d");
+        r.mounts = vec![
+            HostMount { mount_point: "/priv".into(), propagation: Propagation::Private },
+            HostMount { mount_point: "/slave".into(), propagation: Propagation::Slave },
+        ];
+        let one = |hp: &str, p| build(vec![cri_mount("/m", hp, false, p)], &r);
+        let err = one("/priv/d", MountPropagation::PropagationHostToContainer).unwrap_err().to_string();
+        assert_eq!(err, r#"mount /m: path "/priv/d" is mounted on "/priv" but it is not a shared or slave mount"#);
+        one("/slave/d", MountPropagation::PropagationHostToContainer).unwrap();
+        let err = one("/slave/d", MountPropagation::PropagationBidirectional).unwrap_err().to_string();
+        assert!(err.ends_with(r#"is mounted on "/slave" but it is not a shared mount"#), "{err}");
+        one("/priv/d", MountPropagation::PropagationPrivate).unwrap();
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod atomic;
 pub mod fsutil;
 pub mod hostpath;
 mod payload;
+pub mod shared_root;
 pub mod subpath;
 
 use super::events::Involved;

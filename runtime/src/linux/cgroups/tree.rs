@@ -18,10 +18,11 @@ use cgroups_rs::fs::perf_event::PerfEventController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::rdma::RdmaController;
 use cgroups_rs::fs::systemd::SystemdController;
-use cgroups_rs::fs::{Cgroup, Controller, Subsystem};
+use cgroups_rs::fs::{Cgroup, Controller, MaxValue, Subsystem};
+use oci_spec::runtime::LinuxResources;
 
 use super::v1::Hierarchy;
-use super::CgroupError;
+use super::{CgroupError, CgroupResult};
 
 /// The mounted hierarchies a cgroup lives in.
 #[derive(Debug, Clone)]
@@ -39,38 +40,28 @@ const V1_ORDER: &[&str] = &[
     "hugetlb", "rdma", "name=systemd",
 ];
 
-fn v1_subsystem(name: &str, point: &Path) -> Option<Subsystem> {
+/// Controllers cgroups-rs handles on v2 (freezing is core v2
+/// functionality, not a listed controller, but has its own handle).
+const V2_NAMES: &[&str] = &["cpu", "io", "cpuset", "memory", "pids", "hugetlb", "freezer"];
+
+/// The cgroups-rs handle of controller `name` mounted at `point`.
+fn subsystem(name: &str, point: &Path, v2: bool) -> Option<Subsystem> {
     let (p, b) = (point.to_path_buf(), point.to_path_buf());
     Some(match name {
-        "blkio" => Subsystem::BlkIo(BlkIoController::new(p, b, false)),
-        "memory" => Subsystem::Mem(MemController::new(p, b, false)),
-        "pids" => Subsystem::Pid(PidController::new(p, b, false)),
-        "cpuset" => Subsystem::CpuSet(CpuSetController::new(p, b, false)),
+        "blkio" | "io" => Subsystem::BlkIo(BlkIoController::new(p, b, v2)),
+        "memory" => Subsystem::Mem(MemController::new(p, b, v2)),
+        "pids" => Subsystem::Pid(PidController::new(p, b, v2)),
+        "cpuset" => Subsystem::CpuSet(CpuSetController::new(p, b, v2)),
         "cpuacct" => Subsystem::CpuAcct(CpuAcctController::new(p, b)),
-        "cpu" => Subsystem::Cpu(CpuController::new(p, b, false)),
+        "cpu" => Subsystem::Cpu(CpuController::new(p, b, v2)),
         "devices" => Subsystem::Devices(DevicesController::new(p, b)),
-        "freezer" => Subsystem::Freezer(FreezerController::new(p, b, false)),
+        "freezer" => Subsystem::Freezer(FreezerController::new(p, b, v2)),
         "net_cls" => Subsystem::NetCls(NetClsController::new(p, b)),
         "perf_event" => Subsystem::PerfEvent(PerfEventController::new(p, b)),
         "net_prio" => Subsystem::NetPrio(NetPrioController::new(p, b)),
-        "hugetlb" => Subsystem::HugeTlb(HugeTlbController::new(p, b, false)),
+        "hugetlb" => Subsystem::HugeTlb(HugeTlbController::new(p, b, v2)),
         "rdma" => Subsystem::Rdma(RdmaController::new(p, b)),
-        "name=systemd" => Subsystem::Systemd(SystemdController::new(p, b, false)),
-        _ => return None,
-    })
-}
-
-fn v2_subsystem(name: &str, root: &Path) -> Option<Subsystem> {
-    let (p, b) = (root.to_path_buf(), root.to_path_buf());
-    Some(match name {
-        "cpu" => Subsystem::Cpu(CpuController::new(p, b, true)),
-        "io" => Subsystem::BlkIo(BlkIoController::new(p, b, true)),
-        "cpuset" => Subsystem::CpuSet(CpuSetController::new(p, b, true)),
-        "memory" => Subsystem::Mem(MemController::new(p, b, true)),
-        "pids" => Subsystem::Pid(PidController::new(p, b, true)),
-        "hugetlb" => Subsystem::HugeTlb(HugeTlbController::new(p, b, true)),
-        // Freezing is core v2 functionality, not a listed controller.
-        "freezer" => Subsystem::Freezer(FreezerController::new(p, b, true)),
+        "name=systemd" => Subsystem::Systemd(SystemdController::new(p, b, v2)),
         _ => return None,
     })
 }
@@ -82,12 +73,17 @@ impl cgroups_rs::fs::Hierarchy for Tree {
                 .iter()
                 .filter_map(|name| {
                     let h = hs.iter().find(|h| h.controllers.iter().any(|c| c == name))?;
-                    v1_subsystem(name, &h.mountpoint)
+                    subsystem(name, &h.mountpoint, false)
                 })
                 .collect(),
             Tree::V2(root) => {
                 let listed = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-                listed.split_whitespace().chain(["freezer"]).filter_map(|n| v2_subsystem(n, root)).collect()
+                listed
+                    .split_whitespace()
+                    .chain(["freezer"])
+                    .filter(|n| V2_NAMES.contains(n))
+                    .filter_map(|n| subsystem(n, root, true))
+                    .collect()
             }
         }
     }
@@ -142,6 +138,30 @@ pub fn dirs(cg: &Cgroup) -> Vec<&dyn Controller> {
 /// True if cgroups-rs manages a controller of `h`.
 pub fn known_v1(h: &Hierarchy) -> bool {
     h.controllers.iter().any(|c| V1_ORDER.contains(&c.as_str()))
+}
+
+/// Applies the limits whose files and values v1 and v2 share: cpuset,
+/// pids and hugetlb.
+pub fn set_shared(cg: &Cgroup, res: &LinuxResources) -> CgroupResult<()> {
+    if let (Some(cpu), Some(cs)) = (res.cpu(), cg.controller_of::<CpuSetController>()) {
+        if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+            cs.set_cpus(c).map_err(write_err(cs, "cpuset.cpus"))?;
+        }
+        if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+            cs.set_mems(m).map_err(write_err(cs, "cpuset.mems"))?;
+        }
+    }
+    if let (Some(pids), Some(pc)) = (res.pids(), cg.controller_of::<PidController>()) {
+        let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
+        pc.set_pid_max(max).map_err(write_err(pc, "pids.max"))?;
+    }
+    if let Some(hc) = cg.controller_of::<HugeTlbController>() {
+        for h in res.hugepage_limits().iter().flatten() {
+            let file = format!("hugetlb.{}.{}", h.page_size(), if cg.v2() { "max" } else { "limit_in_bytes" });
+            hc.set_limit_in_bytes(h.page_size(), h.limit().max(0) as u64).map_err(write_err(hc, &file))?;
+        }
+    }
+    Ok(())
 }
 
 /// Maps a failed write of `file` in controller `c`'s directory.

@@ -4,11 +4,8 @@ use std::path::{Path, PathBuf};
 
 use cgroups_rs::fs::blkio::BlkIoController;
 use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::cpuset::CpuSetController;
-use cgroups_rs::fs::hugetlb::HugeTlbController;
 use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{Cgroup, Controller, MaxValue};
+use cgroups_rs::fs::{Cgroup, Controller};
 use cgroups_rs::CgroupPid;
 use oci_spec::runtime::{LinuxMemory, LinuxResources};
 
@@ -161,27 +158,10 @@ impl CgroupManager for V2Manager {
                         .map_err(write_err(cc, "cpu.max"))?;
                 }
             }
-            if let Some(cs) = self.cg.controller_of::<CpuSetController>() {
-                if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-                    cs.set_cpus(c).map_err(write_err(cs, "cpuset.cpus"))?;
-                }
-                if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-                    cs.set_mems(m).map_err(write_err(cs, "cpuset.mems"))?;
-                }
-            }
         }
+        tree::set_shared(&self.cg, res)?;
         if let Some(mem) = res.memory() {
             self.set_memory(mem)?;
-        }
-        if let (Some(pids), Some(pc)) = (res.pids(), self.cg.controller_of::<PidController>()) {
-            let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
-            pc.set_pid_max(max).map_err(write_err(pc, "pids.max"))?;
-        }
-        if let Some(hc) = self.cg.controller_of::<HugeTlbController>() {
-            for h in res.hugepage_limits().iter().flatten() {
-                let file = format!("hugetlb.{}.max", h.page_size());
-                hc.set_limit_in_bytes(h.page_size(), h.limit().max(0) as u64).map_err(write_err(hc, &file))?;
-            }
         }
         if let Some(w) = res.block_io().as_ref().and_then(|b| b.weight()) {
             self.set_io_weight(w)?;
