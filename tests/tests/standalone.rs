@@ -284,6 +284,61 @@ spec:
 }
 
 #[test]
+fn post_start_has_no_time_limit_but_deletion_ends_it() {
+    let mut s = Standalone::new();
+    let m = s.write(
+        "hooks.yaml",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: slow}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMG}
+    command: ["sleep", "1000"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "sleep 3; echo done > /tmp/hooked"]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: stuck}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {IMG}
+    command: ["sleep", "1000"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sleep", "1000"]}}}}
+"#
+        ),
+    );
+    s.start(&[m.to_str().unwrap()]);
+    // A hook longer than the grace period completes, as under kubelet.
+    s.wait_pod("slow", "running after its hook", 60, |p| running(p, "c"));
+    assert_eq!(s.berth_ok(&["exec", "slow", "--", "cat", "/tmp/hooked"]), "done\n");
+    assert!(!s.berth_ok(&["describe", "pod", "slow"]).contains("FailedPostStartHook"));
+    // A hook that never ends keeps the started container waiting, not failed...
+    let p = s.wait_pod("stuck", "started, in its hook", 60, |p| {
+        waiting_reason(p, "c") == "ContainerCreating" && container(p, "c")["containerID"].as_str().is_some_and(|id| !id.is_empty())
+    });
+    assert_eq!(container(&p, "c")["restartCount"], 0, "{p}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!s.berth_ok(&["describe", "pod", "stuck"]).contains("FailedPostStartHook"));
+    // ... and deleting the pod ends it within the grace period.
+    let t = std::time::Instant::now();
+    let out = s.berth_ok(&["delete", "pod", "stuck"]);
+    assert!(out.contains("pod \"stuck\" deleted"), "{out}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "delete took {:?}", t.elapsed());
+    let st = s.interrupt();
+    assert!(st.success());
+    s.assert_clean();
+}
+
+#[test]
 fn adopts_running_pods_after_kill_9() {
     let mut s = Standalone::new();
     let m = s.write(

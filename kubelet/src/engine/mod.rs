@@ -23,6 +23,7 @@ pub mod tokens;
 pub mod volumes;
 pub mod worker;
 
+use tokio_util::sync::CancellationToken;
 use self::cri::Cri;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
@@ -114,6 +115,8 @@ pub struct Shared {
 struct Entry {
     tx: mpsc::UnboundedSender<Msg>,
     status: watch::Receiver<Pod>,
+    /// Cancelled when the pod is to stop: ends a postStart hook in flight.
+    stop: CancellationToken,
 }
 
 /// Runs the pods it is given.
@@ -206,7 +209,10 @@ impl PodManager {
     /// (reason Evicted); returns once its containers are stopped.
     pub async fn evict(&self, uid: &str, grace: i64, message: String) -> bool {
         let (done_tx, done_rx) = oneshot::channel();
-        let sent = self.pods.lock().expect("pods lock").get(uid).map(|e| e.tx.send(Msg::Evict { grace, message, done: done_tx }).is_ok());
+        let sent = self.pods.lock().expect("pods lock").get(uid).map(|e| {
+            e.stop.cancel();
+            e.tx.send(Msg::Evict { grace, message, done: done_tx }).is_ok()
+        });
         if sent != Some(true) {
             return false;
         }
@@ -247,15 +253,16 @@ impl PodManager {
         if let Some(old) = replaced {
             self.terminate_uid(&old, None).await;
         }
+        let stop = CancellationToken::new();
         let (tx, status) = match self.admit(&pod) {
-            Ok(()) => Worker::spawn(self.shared.clone(), pod),
+            Ok(()) => Worker::spawn(self.shared.clone(), pod, stop.clone()),
             Err(r) => {
                 let inv = events::Involved { namespace: spec::pod_namespace(&pod), name: spec::pod_name(&pod), uid: &uid, field_path: None };
                 self.shared.events.warning(&inv, &r.reason, r.message.clone());
                 rejected(&self.shared, pod, r)
             }
         };
-        self.pods.lock().expect("pods lock").insert(uid, Entry { tx, status });
+        self.pods.lock().expect("pods lock").insert(uid, Entry { tx, status, stop });
         self.after_change();
         self.shared.changed.send_modify(|n| *n += 1);
     }
@@ -281,7 +288,10 @@ impl PodManager {
         let (done_tx, done_rx) = oneshot::channel();
         let sent = {
             let pods = self.pods.lock().expect("pods lock");
-            pods.get(uid).map(|e| e.tx.send(Msg::Terminate { grace, remove: true, done: done_tx }).is_ok())
+            pods.get(uid).map(|e| {
+                e.stop.cancel();
+                e.tx.send(Msg::Terminate { grace, remove: true, done: done_tx }).is_ok()
+            })
         };
         if sent == Some(true) {
             let _ = done_rx.await;

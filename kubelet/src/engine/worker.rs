@@ -2,6 +2,7 @@
 //! runtime, woken by runtime events, probe results, object changes and its
 //! own timers (back-off expiry, a slow resync as a safety net).
 
+use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::env::{self, PodFacts};
 use super::events::Involved;
@@ -99,6 +100,8 @@ pub struct Worker {
     netns: Option<(String, Option<std::path::PathBuf>)>,
     /// The pod's volumes: set up before anything of the pod starts.
     pub volumes: super::volumes::PodVolumes,
+    /// Cancelled when the pod is to stop (see `PodManager`).
+    stop: CancellationToken,
 }
 
 /// The pod's restart policy.
@@ -124,7 +127,7 @@ fn field_path(pod: &Pod, name: &str) -> String {
 }
 
 impl Worker {
-    pub fn spawn(shared: Arc<Shared>, pod: Pod) -> (mpsc::UnboundedSender<Msg>, watch::Receiver<Pod>) {
+    pub fn spawn(shared: Arc<Shared>, pod: Pod, stop: CancellationToken) -> (mpsc::UnboundedSender<Msg>, watch::Receiver<Pod>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut first = pod.clone();
         first.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Pending".into()), ..Default::default() });
@@ -146,6 +149,7 @@ impl Worker {
             probe_tx,
             netns: None,
             volumes: Default::default(),
+            stop,
         };
         tokio::spawn(w.run(rx, probe_rx));
         (tx, status_rx)
@@ -575,11 +579,22 @@ impl Worker {
         }
         self.observe().await?;
         self.start_probes(c, &id);
-        // postStart: the container is not Running until it completes.
+        // postStart: the container is not Running until it completes. As in
+        // kubelet it has no time limit; the pod's termination ends it.
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             self.publish();
-            let deadline = Instant::now() + Duration::from_secs(spec::spec(&self.pod).termination_grace_period_seconds.unwrap_or(30).max(1) as u64);
-            if let Err(msg) = probing::run_hook(&self.shared, h, &self.target(c, &id), c, &self.pod, deadline).await {
+            let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+            let stop = self.stop.clone();
+            let target = self.target(c, &id);
+            let hook = tokio::select! {
+                r = probing::run_hook(&self.shared, h, &target, c, &self.pod, forever) => Some(r),
+                _ = stop.cancelled() => None,
+            };
+            let Some(hook) = hook else {
+                self.tracks.entry(c.name.clone()).or_default().post_starting = None;
+                return Ok(None);
+            };
+            if let Err(msg) = hook {
                 self.shared.events.warning(&obj, "FailedPostStartHook", msg.clone());
                 self.tracks.entry(c.name.clone()).or_default().post_starting = None;
                 self.kill_container(c, &id, None, &format!("FailedPostStartHook: {msg}")).await;
