@@ -616,7 +616,7 @@ mod tests {
             std::fs::create_dir_all(r.join(name)).unwrap();
             Hierarchy { mountpoint: r.join(name), controllers: name.split(',').map(str::to_string).collect() }
         };
-        let hs = vec![mk("cpu"), mk("memory"), mk("pids"), mk("cpuset"), mk("freezer")];
+        let hs = vec![mk("cpu"), mk("memory"), mk("pids"), mk("cpuset"), mk("freezer"), mk("devices")];
         std::fs::write(r.join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
         std::fs::write(r.join("cpuset/cpuset.mems"), "0\n").unwrap();
         // The kernel makes new cpuset cgroups with empty cpus and mems.
@@ -636,6 +636,9 @@ mod tests {
         assert_eq!(read(r.join("memory/t/kubepods/burstable/pod3333-44/memory.limit_in_bytes")), (64 << 20).to_string());
         assert_eq!(read(r.join("cpuset/t/kubepods/burstable/pod3333-44/cpuset.cpus")), "0-1", "cpusets are filled from the parent");
         assert!(r.join("freezer/t/kubepods/burstable/pod3333-44").is_dir(), "every hierarchy");
+        // Pod cgroups keep their parent's device rules (v1 refuses changes
+        // to a cgroup with children).
+        assert!(std::fs::read_dir(r.join("devices/t/kubepods/burstable/pod3333-44")).unwrap().next().is_none());
         cg.remove_pod(&pod(BURSTABLE));
         assert!(!r.join("cpu/t/kubepods/burstable/pod3333-44").exists());
         assert!(!r.join("freezer/t/kubepods/burstable/pod3333-44").exists());

@@ -97,27 +97,24 @@ pub(crate) fn mkdir_all(path: &Path) -> CgroupResult<()> {
     std::fs::create_dir_all(path).map_err(|source| CgroupError::Io { op: "mkdir", path: path.into(), source })
 }
 
-/// Removes a cgroup directory with `remove`, retrying while the kernel
-/// still sees exiting tasks (EBUSY; there is no fd to block on for that on
-/// v1). The pause starts at 100 µs and doubles up to 20 ms, for about 1 s
-/// in all. Missing directories are fine.
-pub(crate) fn retry_busy(dir: &Path, mut remove: impl FnMut() -> cgroups_rs::fs::error::Result<()>) -> CgroupResult<()> {
+/// Removes a cgroup directory, retrying while the kernel still sees
+/// exiting tasks (EBUSY; there is no fd to block on for that on v1). The
+/// pause starts at 100 µs and doubles up to 20 ms, for about 1 s in all.
+/// Missing directories are fine. (cgroups-rs's delete sleeps 10 ms before
+/// its first retry, which a pod teardown would feel; on v2 it is this same
+/// rmdir without a retry.)
+pub(crate) fn remove_dir(path: &Path) -> CgroupResult<()> {
     let mut pause = std::time::Duration::from_micros(100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        let err = match remove() {
+        match std::fs::remove_dir(path) {
             Ok(()) => return Ok(()),
-            Err(e) => tree::error("rmdir", dir.into(), e),
-        };
-        match &err {
-            CgroupError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            CgroupError::Io { source, .. }
-                if source.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(20));
             }
-            _ => return Err(err),
+            Err(source) => return Err(CgroupError::Io { op: "rmdir", path: path.into(), source }),
         }
     }
 }

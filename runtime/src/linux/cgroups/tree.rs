@@ -172,8 +172,8 @@ pub fn write_err<'a>(
     move |e| error("write", c.path().join(file), e)
 }
 
-/// A cgroups-rs failure on `file` under `dir`, keeping the OS error when
-/// there is one.
+/// A cgroups-rs failure of `op` on `path`, keeping the OS error when there
+/// is one.
 pub fn error(op: &'static str, path: PathBuf, e: cgroups_rs::fs::error::Error) -> CgroupError {
     use std::error::Error as _;
     match e.source().and_then(|s| s.downcast_ref::<std::io::Error>()) {

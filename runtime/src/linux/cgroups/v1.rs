@@ -12,7 +12,7 @@ use cgroups_rs::CgroupPid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources};
 
 use super::tree::{self, write_err, Tree};
-use super::{read_file, relative, retry_busy, CgroupError, CgroupManager, CgroupResult};
+use super::{read_file, relative, remove_dir, CgroupError, CgroupManager, CgroupResult};
 
 /// A mounted v1 hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl V1Manager {
         self.hierarchies
             .iter()
             .find(|h| h.controllers.iter().any(|c| c == controller))
-            .map(|h| h.mountpoint.join(relative(Path::new(self.cg.path()))))
+            .map(|h| h.mountpoint.join(self.cg.path()))
     }
 
     fn set_memory(&self, mem: &LinuxMemory) -> CgroupResult<()> {
@@ -225,7 +225,7 @@ impl CgroupManager for V1Manager {
     fn destroy(&self) -> CgroupResult<()> {
         let mut first_err = None;
         for c in tree::dirs(&self.cg) {
-            if let Err(e) = retry_busy(c.path(), || c.delete()) {
+            if let Err(e) = remove_dir(c.path()) {
                 first_err.get_or_insert(e);
             }
         }
@@ -233,12 +233,11 @@ impl CgroupManager for V1Manager {
     }
 
     fn mount_sources(&self) -> Vec<(String, PathBuf)> {
-        let rel = relative(Path::new(self.cg.path()));
         self.hierarchies
             .iter()
             .filter_map(|h| {
                 let name = h.mountpoint.file_name()?.to_str()?.to_string();
-                Some((name, h.mountpoint.join(&rel)))
+                Some((name, h.mountpoint.join(self.cg.path())))
             })
             .collect()
     }

@@ -10,13 +10,13 @@ use cgroups_rs::CgroupPid;
 use oci_spec::runtime::{LinuxMemory, LinuxResources};
 
 use super::tree::{self, write_err, Tree};
-use super::{mkdir_all, read_file, relative, retry_busy, write_file, CgroupError, CgroupManager, CgroupResult};
+use super::{mkdir_all, read_file, relative, remove_dir, write_file, CgroupError, CgroupManager, CgroupResult};
 
 /// A container cgroup under a unified hierarchy rooted at `root`, through
 /// cgroups-rs.
 pub struct V2Manager {
     root: PathBuf,
-    path: PathBuf,
+    /// The cgroup, its path relative to `root`.
     cg: Cgroup,
 }
 
@@ -34,13 +34,13 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 
 impl V2Manager {
     pub fn new(root: impl Into<PathBuf>, path: &Path) -> Self {
-        let (root, path) = (root.into(), relative(path));
-        let cg = Tree::V2(root.clone()).load(&path);
-        V2Manager { root, path, cg }
+        let root = root.into();
+        let cg = Tree::V2(root.clone()).load(&relative(path));
+        V2Manager { root, cg }
     }
 
     pub fn dir(&self) -> PathBuf {
-        self.root.join(&self.path)
+        self.root.join(self.cg.path())
     }
 
     fn set_memory(&self, mem: &LinuxMemory) -> CgroupResult<()> {
@@ -93,7 +93,7 @@ impl V2Manager {
             return Ok(());
         }
         let mut dir = self.root.clone();
-        let comps: Vec<_> = self.path.components().collect();
+        let comps: Vec<_> = Path::new(self.cg.path()).components().collect();
         for (i, comp) in comps.iter().enumerate() {
             write_file(&dir.join("cgroup.subtree_control"), &line)?;
             dir.push(comp);
@@ -128,7 +128,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn create(&self) -> CgroupResult<()> {
-        if self.path.as_os_str().is_empty() {
+        if self.cg.path().is_empty() {
             return Err(CgroupError::Invalid("refusing to use the root cgroup".into()));
         }
         // cgroups-rs reads the controllers to enable from /sys/fs/cgroup
@@ -175,7 +175,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn destroy(&self) -> CgroupResult<()> {
-        retry_busy(&self.dir(), || self.cg.delete())
+        remove_dir(&self.dir())
     }
 
     fn kill_all(&self) -> bool {
